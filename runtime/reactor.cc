@@ -1,0 +1,538 @@
+#include "runtime/reactor.hh"
+
+#include "runtime/backtrace.hh"
+#include "runtime/coroutine.hh"
+#include "runtime/log.hh"
+#include "runtime/syscall_pool.hh"
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <execinfo.h>
+#include <stdexcept>
+#include <string>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <system_error>
+#include <time.h>
+#include <unistd.h>
+
+namespace reef {
+
+static logger rlog("reactor");
+
+template <>
+internal::timer_set<steady_clock_type>& reactor::timers<steady_clock_type>() noexcept {
+    return _timers;
+}
+template <>
+internal::timer_set<lowres_clock>& reactor::timers<lowres_clock>() noexcept {
+    return _lowres_timers;
+}
+
+namespace internal {
+
+void report_ignored_exception(const std::exception_ptr& ex) noexcept {
+    try {
+        std::rethrow_exception(ex);
+    } catch (const std::exception& e) {
+        rlog.warn("exceptional future ignored: {}", e.what());
+    } catch (...) {
+        rlog.warn("exceptional future ignored: unknown exception");
+    }
+}
+
+template <>
+timer_set<steady_clock_type>& local_timers<steady_clock_type>() noexcept {
+    return engine().timers<steady_clock_type>();
+}
+template <>
+timer_set<lowres_clock>& local_timers<lowres_clock>() noexcept {
+    return engine().timers<lowres_clock>();
+}
+
+}  // namespace internal
+
+void schedule(task* t) noexcept { engine().add_task(t); }
+void schedule_urgent(task* t) noexcept { engine().add_urgent_task(t); }
+
+idle_policy parse_idle_policy(const std::string& s) {
+    if (s == "poll") return idle_policy::poll;
+    if (s == "sleep") return idle_policy::sleep;
+    if (s == "adaptive") return idle_policy::adaptive;
+    throw std::invalid_argument("invalid idle policy '" + s + "' (expected poll, sleep or adaptive)");
+}
+
+const char* to_string(idle_policy p) noexcept {
+    switch (p) {
+    case idle_policy::poll: return "poll";
+    case idle_policy::sleep: return "sleep";
+    case idle_policy::adaptive: return "adaptive";
+    }
+    return "?";
+}
+
+namespace {
+
+int quota_signal() { return SIGRTMIN + 2; }
+
+void quota_signal_handler(int) {
+    internal::preempt_requested = true;
+    if (auto* r = internal::local_engine) {
+        r->on_quota_tick();
+    }
+}
+
+// Signals registered with reactor::handle_signal: the handler only records the signal and wakes
+// the reactor that owns it; the work runs later on that reactor.
+std::atomic<std::uint64_t> g_pending_signals{0};
+std::atomic<reactor*> g_signal_reactor{nullptr};
+
+void forwarding_signal_handler(int signo) {
+    g_pending_signals.fetch_or(std::uint64_t(1) << signo, std::memory_order_relaxed);
+    if (auto* r = g_signal_reactor.load(std::memory_order_relaxed)) {
+        r->wakeup();
+    }
+}
+
+std::system_error errno_error(const char* what) { return std::system_error(errno, std::system_category(), what); }
+
+}  // namespace
+
+reactor::reactor(unsigned id, reactor_config cfg) : _id(id), _cfg(cfg) {
+    if (internal::local_engine) {
+        throw std::logic_error("a reactor already runs on this thread");
+    }
+    _epollfd = ::epoll_create1(EPOLL_CLOEXEC);
+    if (_epollfd < 0) {
+        throw errno_error("epoll_create1");
+    }
+    _wakefd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (_wakefd < 0) {
+        int e = errno;
+        ::close(_epollfd);
+        throw std::system_error(e, std::system_category(), "eventfd");
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = _wakefd;
+    ::epoll_ctl(_epollfd, EPOLL_CTL_ADD, _wakefd, &ev);
+
+    // backtrace() loads libgcc's unwinder on first use; do it here, not in a signal handler.
+    void* warm[4];
+    (void)::backtrace(warm, 4);
+
+    struct sigaction sa{};
+    sa.sa_handler = quota_signal_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(quota_signal(), &sa, nullptr);
+
+    sigevent sev{};
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = quota_signal();
+    sev._sigev_un._tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    timer_t t;
+    if (::timer_create(CLOCK_MONOTONIC, &sev, &t) != 0) {
+        int e = errno;
+        ::close(_wakefd);
+        ::close(_epollfd);
+        throw std::system_error(e, std::system_category(), "timer_create (task quota timer)");
+    }
+    _quota_timer = t;
+
+    internal::local_engine = this;
+    internal::log_shard_id = int(id);
+    _start_time = steady_clock_type::now();
+
+    if (_cfg.handle_termination_signals) {
+        handle_signal(SIGINT, [this] {
+            rlog.info("SIGINT received, shutting down");
+            exit(0);
+        });
+        handle_signal(SIGTERM, [this] {
+            rlog.info("SIGTERM received, shutting down");
+            exit(0);
+        });
+    }
+}
+
+reactor::~reactor() {
+    arm_quota_timer(false);
+    ::timer_delete(static_cast<timer_t>(_quota_timer));
+    _syscall_pool.reset();
+    for (int s = 1; s < int(_signal_handlers.size()); ++s) {
+        if (_signal_handlers[s]) {
+            ::signal(s, SIG_DFL);
+        }
+    }
+    reactor* self = this;
+    g_signal_reactor.compare_exchange_strong(self, nullptr);
+    // Timers still armed belong to objects that outlive the reactor; disarm them so their
+    // destructors do not reach for a dead reactor.
+    while (auto* t = _timers.pop_expired(steady_clock_type::time_point::max())) {
+        t->cancel_after_removal();
+    }
+    while (auto* t = _lowres_timers.pop_expired(lowres_clock::time_point::max())) {
+        t->cancel_after_removal();
+    }
+    ::close(_wakefd);
+    ::close(_epollfd);
+    internal::local_engine = nullptr;
+    internal::log_shard_id = -1;
+}
+
+void reactor::add_task(task* t) noexcept {
+    auto& q = _queues[t->group().id()];
+    q.q.push_back(t);
+    if (!q.active) {
+        q.active = true;
+        _active.push_back(&q);
+    }
+}
+
+void reactor::add_urgent_task(task* t) noexcept {
+    auto& q = _queues[t->group().id()];
+    q.q.push_front(t);
+    if (!q.active) {
+        q.active = true;
+        _active.push_front(&q);
+    }
+}
+
+void reactor::register_poller(pollfn* p) { _pollers.push_back(p); }
+
+void reactor::unregister_poller(pollfn* p) noexcept {
+    _pollers.erase(std::remove(_pollers.begin(), _pollers.end(), p), _pollers.end());
+}
+
+poller::poller(std::unique_ptr<pollfn> fn) : _fn(std::move(fn)) { engine().register_poller(_fn.get()); }
+
+poller::~poller() {
+    if (_fn && engine_is_ready()) {
+        engine().unregister_poller(_fn.get());
+    }
+}
+
+void reactor::wakeup() noexcept {
+    // Orders the caller's publication of work before the read of _sleeping (pairs with the
+    // seq_cst store in sleep_now); without it a store-buffered publish could miss a sleeper.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (_sleeping.load(std::memory_order_relaxed)) {
+        std::uint64_t one = 1;
+        [[maybe_unused]] auto r = ::write(_wakefd, &one, sizeof(one));
+    }
+}
+
+void reactor::handle_signal(int signo, std::function<void()> handler) {
+    if (signo <= 0 || signo >= int(_signal_handlers.size())) {
+        throw std::invalid_argument("handle_signal: bad signal number " + std::to_string(signo));
+    }
+    _signal_handlers[signo] = std::move(handler);
+    g_signal_reactor.store(this, std::memory_order_relaxed);
+    struct sigaction sa{};
+    sa.sa_handler = forwarding_signal_handler;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (::sigaction(signo, &sa, nullptr) != 0) {
+        throw errno_error("sigaction");
+    }
+}
+
+bool reactor::check_signals() {
+    if (g_pending_signals.load(std::memory_order_relaxed) == 0) {
+        return false;
+    }
+    std::uint64_t pending = g_pending_signals.exchange(0, std::memory_order_relaxed);
+    for (int s = 1; s < int(_signal_handlers.size()); ++s) {
+        if ((pending & (std::uint64_t(1) << s)) && _signal_handlers[s]) {
+            _signal_handlers[s]();
+        }
+    }
+    return true;
+}
+
+void reactor::at_exit(std::function<future<>()> hook) { _exit_hooks.push_back(std::move(hook)); }
+
+future<> reactor::run_exit_hooks() {
+    while (!_exit_hooks.empty()) {
+        auto hook = std::move(_exit_hooks.back());
+        _exit_hooks.pop_back();
+        try {
+            co_await futurize_invoke(hook);
+        } catch (const std::exception& e) {
+            rlog.error("at_exit hook failed: {}", e.what());
+        } catch (...) {
+            rlog.error("at_exit hook failed: unknown exception");
+        }
+    }
+    _stopped = true;
+}
+
+void reactor::exit(int code) noexcept {
+    if (_stopping) {
+        return;
+    }
+    _stopping = true;
+    _return_code = code;
+    // Run the hooks as a task so exit() may be called from anywhere, even a destructor.
+    add_task(make_task([this] { (void)run_exit_hooks(); }));
+}
+
+void reactor::set_task_quota(std::chrono::microseconds q) {
+    if (q.count() <= 0) {
+        throw std::invalid_argument("task quota must be positive");
+    }
+    _cfg.task_quota = q;
+    if (_quota_timer_armed) {
+        arm_quota_timer(true);
+    }
+}
+
+void reactor::set_idle_policy(idle_policy p, std::chrono::microseconds idle_poll) noexcept {
+    _cfg.idle = p;
+    _cfg.idle_poll = idle_poll;
+}
+
+void reactor::set_stall_threshold(std::chrono::milliseconds t) noexcept { _cfg.stall_threshold = t; }
+
+void reactor::arm_quota_timer(bool on) {
+    itimerspec its{};
+    if (on) {
+        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(_cfg.task_quota).count();
+        its.it_value.tv_sec = ns / 1000000000;
+        its.it_value.tv_nsec = ns % 1000000000;
+        its.it_interval = its.it_value;
+    }
+    ::timer_settime(static_cast<timer_t>(_quota_timer), 0, &its, nullptr);
+    _quota_timer_armed = on;
+}
+
+// Signal context: only plain loads and stores of this thread's state, and backtrace(), which is
+// safe once warmed up (see the constructor) with glibc >= 2.35's lock-free _dl_find_object.
+void reactor::on_quota_tick() noexcept {
+    auto p = _progress.load(std::memory_order_relaxed);
+    if (p != _stall_last_progress) {
+        _stall_last_progress = p;
+        _stall_ticks = 0;
+        return;
+    }
+    ++_stall_ticks;
+    auto quota_us = std::uint64_t(_cfg.task_quota.count());
+    auto stalled_us = std::uint64_t(_stall_ticks) * quota_us;
+    if (!_stall_captured && stalled_us >= std::uint64_t(_cfg.stall_threshold.count()) * 1000) {
+        _stall_nframes = ::backtrace(_stall_frames, max_backtrace);
+        _stall_ms = unsigned(stalled_us / 1000);
+        _stall_captured = true;
+    }
+}
+
+void reactor::report_stall() {
+    _stall_captured = false;
+    ++_stats.stalls;
+    rlog.warn("reactor stalled for at least {} ms (threshold {} ms), backtrace:\n{}", unsigned(_stall_ms),
+              _cfg.stall_threshold.count(), symbolize_backtrace(_stall_frames, _stall_nframes));
+}
+
+void reactor::run_some_tasks() {
+    if (_active.empty()) {
+        return;
+    }
+    internal::preempt_requested = false;
+    auto batch_start = steady_clock_type::now();
+    while (!_active.empty()) {
+        task_queue* tq = _active.front();
+        _active.pop_front();
+        while (!tq->q.empty()) {
+            task* t = tq->q.front();
+            tq->q.pop_front();
+            internal::current_sg = t->group();
+            tick();
+            ++_stats.tasks_processed;
+            t->run_and_dispose();
+            if (need_preempt()) {
+                break;
+            }
+        }
+        if (!tq->q.empty()) {
+            _active.push_back(tq);
+        } else {
+            tq->active = false;
+        }
+        if (need_preempt()) {
+            break;
+        }
+    }
+    internal::current_sg = scheduling_group();
+    if (steady_clock_type::now() - batch_start > 2 * _cfg.task_quota) {
+        ++_stats.quota_violations;
+    }
+    if (_stall_captured) [[unlikely]] {
+        report_stall();
+    }
+}
+
+bool reactor::expire_timers() {
+    bool work = false;
+    if (!_timers.empty()) {
+        auto now = steady_clock_type::now();
+        while (auto* t = _timers.pop_expired(now)) {
+            internal::current_sg = t->group();
+            ++_stats.timers_fired;
+            t->fire();
+            work = true;
+        }
+    }
+    if (!_lowres_timers.empty()) {
+        auto now = lowres_clock::now();
+        while (auto* t = _lowres_timers.pop_expired(now)) {
+            internal::current_sg = t->group();
+            ++_stats.timers_fired;
+            t->fire();
+            work = true;
+        }
+    }
+    internal::current_sg = scheduling_group();
+    return work;
+}
+
+bool reactor::poll_once() {
+    tick();
+    ++_stats.polls;
+    bool work = expire_timers();
+    work |= check_signals();
+    for (auto* p : _pollers) {
+        work |= p->poll();
+    }
+    if (_stall_captured) [[unlikely]] {
+        report_stall();
+    }
+    return work;
+}
+
+bool reactor::pure_poll_all() {
+    if (have_tasks() || g_pending_signals.load(std::memory_order_relaxed) != 0) {
+        return true;
+    }
+    if (!_timers.empty() && _timers.next() <= steady_clock_type::now()) {
+        return true;
+    }
+    if (!_lowres_timers.empty() && _lowres_timers.next() <= lowres_clock::now()) {
+        return true;
+    }
+    for (auto* p : _pollers) {
+        if (p->pure_poll()) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void reactor::maybe_sleep() {
+    if (_cfg.idle == idle_policy::poll) {
+        return;
+    }
+    auto now = steady_clock_type::now();
+    if (_idle_since == steady_clock_type::time_point{}) {
+        _idle_since = now;
+    }
+    if (_cfg.idle == idle_policy::adaptive && now - _idle_since < _cfg.idle_poll) {
+        return;
+    }
+    sleep_now();
+    _idle_since = {};
+}
+
+void reactor::sleep_now() {
+    std::size_t entered = 0;
+    for (; entered < _pollers.size(); ++entered) {
+        if (!_pollers[entered]->try_enter_interrupt_mode()) {
+            break;
+        }
+    }
+    if (entered == _pollers.size()) {
+        _sleeping.store(true, std::memory_order_seq_cst);
+        // Re-check after announcing sleep: a producer that saw _sleeping == false has already
+        // made its work visible to pure_poll.
+        if (!pure_poll_all()) {
+            timespec ts{};
+            timespec* timeout = nullptr;
+            auto now = steady_clock_type::now();
+            std::chrono::nanoseconds wait = std::chrono::nanoseconds::max();
+            if (!_timers.empty()) {
+                wait = std::max(std::chrono::nanoseconds(0), _timers.next() - now);
+            }
+            if (!_lowres_timers.empty()) {
+                // The coarse clock ticks every few ms; sleeping to the exact point is pointless.
+                auto lw = std::max(std::chrono::nanoseconds(0), _lowres_timers.next() - lowres_clock::now());
+                wait = std::min(wait, lw);
+            }
+            if (wait != std::chrono::nanoseconds::max()) {
+                ts.tv_sec = wait.count() / 1000000000;
+                ts.tv_nsec = wait.count() % 1000000000;
+                timeout = &ts;
+            }
+            arm_quota_timer(false);
+            ++_stats.sleeps;
+            epoll_event events[16];
+            int n = ::epoll_pwait2(_epollfd, events, 16, timeout, nullptr);
+            for (int i = 0; i < n; ++i) {
+                if (events[i].data.fd == _wakefd) {
+                    std::uint64_t v;
+                    [[maybe_unused]] auto r = ::read(_wakefd, &v, sizeof(v));
+                }
+            }
+            _stats.idle_time += steady_clock_type::now() - now;
+            arm_quota_timer(true);
+        }
+        _sleeping.store(false, std::memory_order_relaxed);
+    }
+    for (std::size_t i = 0; i < entered; ++i) {
+        _pollers[i]->exit_interrupt_mode();
+    }
+}
+
+int reactor::run() {
+    arm_quota_timer(true);
+    while (!_stopped) {
+        run_some_tasks();
+        if (_stopped) {
+            break;
+        }
+        bool work = poll_once();
+        if (work || have_tasks()) {
+            _idle_since = {};
+            continue;
+        }
+        maybe_sleep();
+    }
+    // Let work queued by the exit hooks (promises resolved on the way out) finish, so nothing is
+    // left half-done in the queues.
+    for (int rounds = 0; rounds < 1000 && (have_tasks() || poll_once()); ++rounds) {
+        run_some_tasks();
+    }
+    arm_quota_timer(false);
+    return _return_code;
+}
+
+int run_reactor(reactor_config cfg, std::function<future<int>()> main) {
+    reactor r(0, cfg);
+    r.add_task(make_task([&r, main = std::move(main)] {
+        (void)futurize_invoke(main).then_wrapped([&r](future<int>&& f) {
+            int code = 1;
+            try {
+                code = f.get();
+            } catch (const std::exception& e) {
+                rlog.error("main failed: {}", e.what());
+            } catch (...) {
+                rlog.error("main failed: unknown exception");
+            }
+            r.exit(code);
+        });
+    }));
+    return r.run();
+}
+
+}  // namespace reef
