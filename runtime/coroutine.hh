@@ -16,6 +16,14 @@
 // frame):
 //
 //     fut.then(coroutine::lambda([x] () -> future<> { co_await sleep(1s); use(x); }));  // safe
+//
+// GCC 12 pitfall (compiler bug, seen with 12.2): inside a coroutine, a temporary closure or
+// aggregate whose members need destruction, created within a co_await expression, is destroyed
+// twice (double free). Name it first:
+//
+//     co_await do_with(v, [s = std::string("x")](auto& v) { ... });       // BUG on GCC 12
+//     auto f = do_with(v, [s = std::string("x")](auto& v) { ... });       // fine
+//     co_await std::move(f);
 #pragma once
 
 #include "runtime/future.hh"
@@ -62,7 +70,13 @@ template <typename T>
 struct future_awaiter {
     future<T> _f;
 
-    bool await_ready() const noexcept { return _f.available() && !need_preempt(); }
+    bool await_ready() const {
+        // An already consumed future has no promise to wait on: report it instead of crashing.
+        if (!_f.valid()) [[unlikely]] {
+            report_misuse("future consumed twice (co_await of a future already awaited)");
+        }
+        return _f.available() && !need_preempt();
+    }
     template <typename P>
     void await_suspend(std::coroutine_handle<P> h) noexcept {
         _f.set_coroutine(h.promise());

@@ -143,6 +143,7 @@ reactor::reactor(unsigned id, reactor_config cfg) : _id(id), _cfg(cfg) {
     }
     _quota_timer = t;
 
+    init_scheduling_group(0, "main", 1000);
     internal::local_engine = this;
     internal::log_shard_id = int(id);
     _start_time = steady_clock_type::now();
@@ -182,24 +183,94 @@ reactor::~reactor() {
     ::close(_epollfd);
     internal::local_engine = nullptr;
     internal::log_shard_id = -1;
+    // The quota timer is gone: a flag it raised during the last batch would otherwise make ready
+    // futures on this thread take the scheduling path with no reactor to schedule on.
+    internal::preempt_requested = false;
+}
+
+void reactor::activate(task_queue& q, unsigned id) noexcept {
+    q.active = true;
+    _active_mask |= std::uint32_t(1) << id;
+    // A group that slept does not bank CPU time: it resumes at the current minimum.
+    q.vruntime = std::max(q.vruntime, _min_vruntime);
+    q.activated_at = lowres_clock::now();
 }
 
 void reactor::add_task(task* t) noexcept {
-    auto& q = _queues[t->group().id()];
+    unsigned id = t->group().id();
+    auto& q = _queues[id];
     q.q.push_back(t);
     if (!q.active) {
-        q.active = true;
-        _active.push_back(&q);
+        activate(q, id);
     }
 }
 
 void reactor::add_urgent_task(task* t) noexcept {
-    auto& q = _queues[t->group().id()];
+    unsigned id = t->group().id();
+    auto& q = _queues[id];
     q.q.push_front(t);
     if (!q.active) {
-        q.active = true;
-        _active.push_front(&q);
+        activate(q, id);
     }
+}
+
+unsigned reactor::pick_next_group() const noexcept {
+    std::uint32_t m = _active_mask;
+    unsigned best = unsigned(__builtin_ctz(m));
+    m &= m - 1;
+    while (m) {
+        unsigned i = unsigned(__builtin_ctz(m));
+        m &= m - 1;
+        if (_queues[i].vruntime < _queues[best].vruntime) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+void reactor::init_scheduling_group(unsigned id, std::string name, float shares) {
+    if (id >= max_scheduling_groups) {
+        throw std::invalid_argument("scheduling group id out of range");
+    }
+    if (!(shares > 0)) {
+        throw std::invalid_argument("scheduling group shares must be positive");
+    }
+    auto& q = _queues[id];
+    q.name = std::move(name);
+    q.shares = shares;
+    q.exists = true;
+    q.vruntime = _min_vruntime;
+    q.runtime = {};
+    q.tasks_processed = 0;
+    q.longest_wait = {};
+}
+
+void reactor::destroy_scheduling_group(unsigned id) {
+    if (id == 0 || id >= max_scheduling_groups || !_queues[id].exists) {
+        throw std::invalid_argument("no such scheduling group (or the main group, which cannot be destroyed)");
+    }
+    if (!_queues[id].q.empty()) {
+        throw std::logic_error("scheduling group '" + _queues[id].name + "' still has tasks");
+    }
+    _queues[id].exists = false;
+}
+
+void reactor::set_scheduling_group_shares(unsigned id, float shares) {
+    if (id >= max_scheduling_groups || !_queues[id].exists) {
+        throw std::invalid_argument("no such scheduling group");
+    }
+    if (!(shares > 0)) {
+        throw std::invalid_argument("scheduling group shares must be positive");
+    }
+    _queues[id].shares = shares;
+}
+
+reactor::group_stats reactor::scheduling_group_stats(unsigned id) const {
+    if (id >= max_scheduling_groups || !_queues[id].exists) {
+        throw std::invalid_argument("no such scheduling group");
+    }
+    auto& q = _queues[id];
+    return group_stats{q.name, q.shares, q.runtime, q.tasks_processed, q.q.size(), q.longest_wait};
 }
 
 void reactor::register_poller(pollfn* p) { _pollers.push_back(p); }
@@ -242,7 +313,10 @@ void reactor::handle_signal(int signo, std::function<void()> handler) {
 }
 
 bool reactor::check_signals() {
-    if (g_pending_signals.load(std::memory_order_relaxed) == 0) {
+    // Only the reactor that registered handlers consumes pending signals; another shard taking
+    // the bits would drop them.
+    if (g_pending_signals.load(std::memory_order_relaxed) == 0 ||
+        g_signal_reactor.load(std::memory_order_relaxed) != this) {
         return false;
     }
     std::uint64_t pending = g_pending_signals.exchange(0, std::memory_order_relaxed);
@@ -314,7 +388,7 @@ void reactor::arm_quota_timer(bool on) {
 // safe once warmed up (see the constructor) with glibc >= 2.35's lock-free _dl_find_object.
 void reactor::on_quota_tick() noexcept {
     auto p = _progress.load(std::memory_order_relaxed);
-    if (p != _stall_last_progress) {
+    if (p != _stall_last_progress || _reporting_stall) {
         _stall_last_progress = p;
         _stall_ticks = 0;
         return;
@@ -330,43 +404,61 @@ void reactor::on_quota_tick() noexcept {
 }
 
 void reactor::report_stall() {
+    // Symbolizing can take longer than the threshold (libdw reads debug information). The frames
+    // are copied before the quota signal may capture again, so they are not overwritten while
+    // symbolized, and the signal treats the report as progress, so it is not reported as a stall.
+    _reporting_stall = true;
+    void* frames[max_backtrace];
+    int n = _stall_nframes;
+    std::copy_n(_stall_frames, n, frames);
+    unsigned ms = _stall_ms;
     _stall_captured = false;
     ++_stats.stalls;
-    rlog.warn("reactor stalled for at least {} ms (threshold {} ms), backtrace:\n{}", unsigned(_stall_ms),
-              _cfg.stall_threshold.count(), symbolize_backtrace(_stall_frames, _stall_nframes));
+    rlog.warn("reactor stalled for at least {} ms (threshold {} ms), backtrace:\n{}", ms,
+              _cfg.stall_threshold.count(), symbolize_backtrace(frames, n));
+    tick();
+    _reporting_stall = false;
 }
 
 void reactor::run_some_tasks() {
-    if (_active.empty()) {
+    if (_active_mask == 0) {
         return;
     }
     internal::preempt_requested = false;
     auto batch_start = steady_clock_type::now();
-    while (!_active.empty()) {
-        task_queue* tq = _active.front();
-        _active.pop_front();
-        while (!tq->q.empty()) {
-            task* t = tq->q.front();
-            tq->q.pop_front();
-            internal::current_sg = t->group();
+    auto t0 = batch_start;
+    auto lowres_now = lowres_clock::now();
+    do {
+        unsigned id = pick_next_group();
+        task_queue& tq = _queues[id];
+        _min_vruntime = tq.vruntime;
+        tq.longest_wait = std::max(tq.longest_wait, std::chrono::nanoseconds(lowres_now - tq.activated_at));
+        internal::current_sg = scheduling_group(id);
+        while (!tq.q.empty()) {
+            task* t = tq.q.front();
+            tq.q.pop_front();
             tick();
+            ++tq.tasks_processed;
             ++_stats.tasks_processed;
             t->run_and_dispose();
             if (need_preempt()) {
                 break;
             }
         }
-        if (!tq->q.empty()) {
-            _active.push_back(tq);
+        auto t1 = steady_clock_type::now();
+        auto ran = std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0);
+        t0 = t1;
+        tq.runtime += ran;
+        tq.vruntime += std::uint64_t(double(ran.count()) * vruntime_scale / tq.shares);
+        if (tq.q.empty()) {
+            tq.active = false;
+            _active_mask &= ~(std::uint32_t(1) << id);
         } else {
-            tq->active = false;
+            tq.activated_at = lowres_now;
         }
-        if (need_preempt()) {
-            break;
-        }
-    }
+    } while (_active_mask != 0 && !need_preempt());
     internal::current_sg = scheduling_group();
-    if (steady_clock_type::now() - batch_start > 2 * _cfg.task_quota) {
+    if (t0 - batch_start > 2 * _cfg.task_quota) {
         ++_stats.quota_violations;
     }
     if (_stall_captured) [[unlikely]] {
@@ -413,7 +505,8 @@ bool reactor::poll_once() {
 }
 
 bool reactor::pure_poll_all() {
-    if (have_tasks() || g_pending_signals.load(std::memory_order_relaxed) != 0) {
+    if (have_tasks() || (g_pending_signals.load(std::memory_order_relaxed) != 0 &&
+                         g_signal_reactor.load(std::memory_order_relaxed) == this)) {
         return true;
     }
     if (!_timers.empty() && _timers.next() <= steady_clock_type::now()) {
@@ -508,6 +601,10 @@ int reactor::run() {
         }
         maybe_sleep();
     }
+    // The syscall pool stops first: its threads finish the calls they are running, and those
+    // results (or broken_promise for calls never started) reach their waiters in the drain below
+    // instead of being queued on a reactor that is being destroyed.
+    _syscall_pool.reset();
     // Let work queued by the exit hooks (promises resolved on the way out) finish, so nothing is
     // left half-done in the queues.
     for (int rounds = 0; rounds < 1000 && (have_tasks() || poll_once()); ++rounds) {
@@ -519,7 +616,9 @@ int reactor::run() {
 
 int run_reactor(reactor_config cfg, std::function<future<int>()> main) {
     reactor r(0, cfg);
-    r.add_task(make_task([&r, main = std::move(main)] {
+    // `main` stays in this frame until the reactor is gone: when it is a coroutine lambda, its
+    // captures live in it and are used after the coroutine's first suspension.
+    r.add_task(make_task([&r, &main] {
         (void)futurize_invoke(main).then_wrapped([&r](future<int>&& f) {
             int code = 1;
             try {

@@ -102,7 +102,24 @@ public:
 
     void add_task(task* t) noexcept;
     void add_urgent_task(task* t) noexcept;
-    bool have_tasks() const noexcept { return !_active.empty(); }
+    bool have_tasks() const noexcept { return _active_mask != 0; }
+
+    /// Per scheduling group statistics on this shard.
+    struct group_stats {
+        std::string name;
+        float shares = 0;
+        std::chrono::nanoseconds runtime{0};     // CPU time spent running the group's tasks
+        std::uint64_t tasks_processed = 0;
+        std::size_t queue_length = 0;             // tasks waiting now
+        std::chrono::nanoseconds longest_wait{0}; // longest time the group waited for the CPU
+    };
+    /// Make group `id` known on this shard (create_scheduling_group does it on every shard).
+    void init_scheduling_group(unsigned id, std::string name, float shares);
+    void destroy_scheduling_group(unsigned id);
+    bool scheduling_group_exists(unsigned id) const noexcept { return id < max_scheduling_groups && _queues[id].exists; }
+    /// Change a group's shares on this shard; takes effect at the next scheduling decision.
+    void set_scheduling_group_shares(unsigned id, float shares);
+    group_stats scheduling_group_stats(unsigned id) const;
 
     /// Pollers are not owned; unregister before destroying one.
     void register_poller(pollfn* p);
@@ -127,16 +144,27 @@ public:
     internal::syscall_pool& syscall_pool();
 
 private:
+    // One run queue per scheduling group. The scheduler runs the active queue with the least
+    // virtual runtime (CPU time divided by shares), so CPU time splits in proportion to shares.
     struct task_queue {
         circular_buffer<task*> q;
+        std::string name;
+        float shares = 1000;
+        bool exists = false;
         bool active = false;
+        std::uint64_t vruntime = 0;  // ns * vruntime_scale / shares
+        std::chrono::nanoseconds runtime{0};
+        std::uint64_t tasks_processed = 0;
+        std::chrono::nanoseconds longest_wait{0};
+        lowres_clock::time_point activated_at{};
     };
-    static constexpr unsigned max_groups = 16;
+    static constexpr std::uint64_t vruntime_scale = 1000;
 
     unsigned _id;
     reactor_config _cfg;
-    std::array<task_queue, max_groups> _queues;
-    circular_buffer<task_queue*> _active;
+    std::array<task_queue, max_scheduling_groups> _queues;
+    std::uint32_t _active_mask = 0;  // bit i: group i has tasks
+    std::uint64_t _min_vruntime = 0; // vruntime of the group picked last
     std::vector<pollfn*> _pollers;
     internal::timer_set<steady_clock_type> _timers;
     internal::timer_set<lowres_clock> _lowres_timers;
@@ -165,8 +193,11 @@ private:
     volatile int _stall_nframes = 0;
     volatile bool _stall_captured = false;
     volatile unsigned _stall_ms = 0;
+    volatile bool _reporting_stall = false;  // report_stall() runs: not a stall of its own
 
     void run_some_tasks();
+    void activate(task_queue& q, unsigned id) noexcept;
+    unsigned pick_next_group() const noexcept;
     bool poll_once();
     bool expire_timers();
     bool check_signals();
@@ -219,7 +250,11 @@ task* make_task(Func&& f) {
 
 /// Create a reactor on the calling thread, run main() on it and return when main's future
 /// resolves (its value is the exit code; an exception is logged and gives 1) or when the
-/// reactor is asked to exit (e.g. SIGTERM) and its hooks have run.
+/// reactor is asked to exit (e.g. SIGTERM) and its hooks have run. `main` is called once and kept
+/// alive until run_reactor returns, so a coroutine lambda's captures stay valid.
 int run_reactor(reactor_config cfg, std::function<future<int>()> main);
 
 }  // namespace reef
+
+// run_blocking() is defined with the pool it uses.
+#include "runtime/syscall_pool.hh"

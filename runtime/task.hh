@@ -5,6 +5,9 @@
 
 namespace reef {
 
+/// How many scheduling groups a process may have (group 0, "main", included).
+inline constexpr unsigned max_scheduling_groups = 16;
+
 /// A CPU scheduling class. Tasks inherit the group of the code that created them; the CPU
 /// scheduler divides the shard's time between groups by their shares. Group 0 is "main".
 class scheduling_group {

@@ -15,6 +15,7 @@
 #endif
 
 #ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -145,6 +146,11 @@ thread_context::thread_context(thread_attributes attr, std::function<void()> fun
 
 thread_context::~thread_context() {
     if (_mapping) {
+#ifdef __SANITIZE_ADDRESS__
+        // The thread's frames left stack redzones in ASan's shadow memory, and munmap does not
+        // clear them: the next mapping at this address (another thread's stack) would inherit them.
+        __asan_unpoison_memory_region(_mapping, _mapping_size);
+#endif
         ::munmap(_mapping, _mapping_size);
     }
 }

@@ -1,0 +1,48 @@
+#include "runtime/app_template.hh"
+
+#include "runtime/log.hh"
+#include "runtime/reactor.hh"
+
+#include <exception>
+#include <iostream>
+#include <utility>
+
+namespace reef {
+
+static logger applog("app");
+
+app_template::app_template(std::string name, std::string description)
+    : _app(std::move(description), std::move(name)) {
+    _opts.register_options(_app);
+}
+
+int app_template::run(int argc, char** argv, std::function<future<int>()> main) {
+    try {
+        _app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        // --help and --version are "errors" with exit code 0: CLI11 prints the text on stdout.
+        // Every real error is printed by CLI11 (with the option's name) on stderr and becomes the
+        // usage-error exit code 2, whatever CLI11's own code for the error kind is.
+        int code = _app.exit(e, std::cout, std::cerr);
+        return code == 0 ? 0 : 2;
+    }
+    reactor_config cfg;
+    try {
+        _opts.log.apply();
+        cfg = _opts.reactor.to_reactor_config();
+    } catch (const std::exception& e) {
+        // Only reachable when an app changed the bound values behind CLI11's back.
+        std::cerr << _app.get_name() << ": " << e.what() << "\n";
+        return 2;
+    }
+    cfg.handle_termination_signals = true;
+    try {
+        return run_reactor(cfg, std::move(main));
+    } catch (const std::exception& e) {
+        // The reactor could not be created (no epoll, no POSIX timer, one already on this thread).
+        applog.error("{}: cannot start the reactor: {}", _app.get_name(), e.what());
+        return 1;
+    }
+}
+
+}  // namespace reef

@@ -1,0 +1,63 @@
+// app_template: the skeleton of a single-shard Reef program. It owns the command line (the standard
+// runtime options of runtime/options.hh plus the app's own), creates the reactor, runs the app's
+// main coroutine on it and turns the outcome into the process exit code:
+//
+//     int main(int argc, char** argv) {
+//         reef::app_template app("greeter", "Says hello");
+//         std::string who = "world";
+//         app.options().add_option("--who", who, "Whom to greet")->capture_default_str();
+//         return app.run(argc, argv, [&]() -> reef::future<int> {
+//             fmt::print("hello {}\n", who);
+//             co_return 0;
+//         });
+//     }
+//
+// The full process bootstrap (reef::app: shards, memory, network stack, DPDK, control agent) lives
+// in dataplane/ and builds on this class; app_template is what a runtime-only program needs.
+#pragma once
+
+#include "runtime/future.hh"
+#include "runtime/options.hh"
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace reef {
+
+class app_template {
+    CLI::App _app;
+    runtime_options _opts;
+
+public:
+    /// `name` is the program name shown in --help and error messages; `description` its first
+    /// help line. The standard runtime options are registered here.
+    app_template(std::string name, std::string description);
+    app_template(const app_template&) = delete;
+    app_template& operator=(const app_template&) = delete;
+
+    /// The CLI11 app: add the program's own options (and their validators) before run(). Their
+    /// values are read through the variables they are bound to, once main runs.
+    CLI::App& options() noexcept { return _app; }
+
+    /// The standard runtime options: their defaults before run(), the parsed values once main runs.
+    const runtime_options& configuration() const noexcept { return _opts; }
+
+    /// Parse the command line, then run `main` on a new reactor on the calling thread.
+    ///
+    /// Returns:
+    ///  - 0 after printing every option with its default, for --help;
+    ///  - 2 after printing CLI11's error (which names the option) on stderr, for an unknown
+    ///    option, a malformed or out-of-range value, or a missing required option;
+    ///  - main's value when its future resolves (the reactor then runs its at_exit hooks);
+    ///  - 1 if main throws or its future fails (the exception is logged);
+    ///  - 0 when SIGINT or SIGTERM stops the reactor first (at_exit hooks run; main's future is
+    ///    abandoned, so main should register an at_exit hook to finish its work).
+    ///
+    /// Log levels given with --log-level are applied before the reactor starts. The reactor must
+    /// not already exist on this thread; `main` is called on it, once.
+    int run(int argc, char** argv, std::function<future<int>()> main);
+};
+
+}  // namespace reef

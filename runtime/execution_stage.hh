@@ -1,0 +1,134 @@
+// Execution stages (SEDA): batch calls of one function so they run together, back to back, with
+// the function's code and data hot in the caches, instead of interleaved with unrelated work.
+//
+//     static thread_local auto parse_stage = make_execution_stage("parse", [] (request r) { ... });
+//     future<reply> f = parse_stage(std::move(req));
+//
+// A call queues its arguments and returns a future; the first call of a batch schedules one flush
+// task in the caller's scheduling group, which runs every call queued by then (each call's result
+// goes to its future). The flush task is queued behind the tasks already waiting in that group, so
+// batching delays a call by at most the work queued ahead of it; a flush yields when the task
+// quota ends and continues in the group's next slice. A stage object belongs to one shard
+// (declare it thread_local).
+#pragma once
+
+#include "runtime/circular_buffer.hh"
+#include "runtime/future.hh"
+#include "runtime/preempt.hh"
+#include "runtime/task.hh"
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace reef {
+
+struct execution_stage_stats {
+    std::uint64_t calls = 0;          // calls queued
+    std::uint64_t batches = 0;        // flush tasks run
+    std::uint64_t calls_executed = 0; // calls run by flushes
+    double average_batch() const noexcept { return batches ? double(calls_executed) / double(batches) : 0; }
+};
+
+template <typename Ret, typename... Args>
+class concrete_execution_stage {
+    using return_type = futurize_t<Ret>;
+    using promise_type = typename return_type::promise_type;
+
+    struct work_item {
+        std::tuple<Args...> args;
+        promise_type pr;
+    };
+
+    struct per_group;
+    struct flush_task final : task {
+        concrete_execution_stage* stage = nullptr;
+        per_group* group = nullptr;
+        void run_and_dispose() noexcept override { stage->flush(*group); }  // reused, never freed
+    };
+    struct per_group {
+        circular_buffer<work_item> queue;
+        flush_task flusher;
+        bool scheduled = false;
+    };
+
+    std::string _name;
+    std::function<Ret(Args...)> _fn;
+    std::array<per_group, max_scheduling_groups> _groups;
+    execution_stage_stats _stats;
+
+    void flush(per_group& g) noexcept {
+        ++_stats.batches;
+        while (!g.queue.empty()) {
+            work_item wi = std::move(g.queue.front());
+            g.queue.pop_front();
+            ++_stats.calls_executed;
+            std::apply([&](Args&... a) { return futurize_invoke(_fn, std::move(a)...); }, wi.args)
+                .forward_to(std::move(wi.pr));
+            if (need_preempt() && !g.queue.empty()) {
+                // Quota is over: the rest of the batch runs in the group's next slice.
+                schedule(&g.flusher);
+                return;
+            }
+        }
+        g.scheduled = false;
+    }
+
+public:
+    concrete_execution_stage(std::string name, std::function<Ret(Args...)> fn) : _name(std::move(name)), _fn(std::move(fn)) {
+        for (unsigned i = 0; i < max_scheduling_groups; ++i) {
+            _groups[i].flusher.stage = this;
+            _groups[i].flusher.group = &_groups[i];
+            _groups[i].flusher.set_group(scheduling_group(i));
+        }
+    }
+    concrete_execution_stage(const concrete_execution_stage&) = delete;
+    concrete_execution_stage& operator=(const concrete_execution_stage&) = delete;
+
+    /// Queue a call; its result (or exception) arrives in the returned future. Arguments are
+    /// moved into the queue.
+    return_type operator()(Args... args) {
+        auto& g = _groups[current_scheduling_group().id()];
+        ++_stats.calls;
+        auto& wi = g.queue.emplace_back(work_item{std::tuple<Args...>(std::move(args)...), promise_type()});
+        auto f = wi.pr.get_future();
+        if (!g.scheduled) {
+            g.scheduled = true;
+            schedule(&g.flusher);
+        }
+        return f;
+    }
+
+    const std::string& name() const noexcept { return _name; }
+    const execution_stage_stats& get_stats() const noexcept { return _stats; }
+};
+
+namespace internal {
+template <typename F>
+struct stage_signature : stage_signature<decltype(&F::operator())> {};
+template <typename R, typename C, typename... A>
+struct stage_signature<R (C::*)(A...) const> {
+    using type = concrete_execution_stage<R, std::decay_t<A>...>;
+};
+template <typename R, typename C, typename... A>
+struct stage_signature<R (C::*)(A...)> {
+    using type = concrete_execution_stage<R, std::decay_t<A>...>;
+};
+template <typename R, typename... A>
+struct stage_signature<R (*)(A...)> {
+    using type = concrete_execution_stage<R, std::decay_t<A>...>;
+};
+}  // namespace internal
+
+/// Make a stage for fn (a lambda, functor or function pointer with a fixed signature).
+template <typename Func>
+auto make_execution_stage(std::string name, Func fn) {
+    using stage = typename internal::stage_signature<std::decay_t<Func>>::type;
+    return stage(std::move(name), std::move(fn));
+}
+
+}  // namespace reef

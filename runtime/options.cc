@@ -1,0 +1,151 @@
+#include "runtime/options.hh"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <stdexcept>
+
+namespace reef {
+
+namespace {
+
+// Upper bounds keep conversions to std::chrono durations far from overflow and catch unit
+// mistakes (a quota given in microseconds); they are well above any sensible setting.
+constexpr double max_task_quota_ms = 60'000;
+constexpr unsigned max_idle_poll_us = 10'000'000;
+constexpr unsigned max_stall_threshold_ms = 3'600'000;
+constexpr unsigned max_blocking_threads = 1024;
+
+// The quota timer has microsecond granularity: a shorter quota would round to zero.
+constexpr double min_task_quota_ms = 0.001;
+
+}  // namespace
+
+reactor_options::reactor_options() {
+    reactor_config defaults;
+    task_quota_ms = double(defaults.task_quota.count()) / 1000.0;
+    idle_policy = to_string(defaults.idle);
+    idle_poll_us = unsigned(defaults.idle_poll.count());
+    stall_threshold_ms = unsigned(defaults.stall_threshold.count());
+    blocking_threads = defaults.blocking_threads;
+}
+
+void reactor_options::register_options(CLI::App& app) {
+    const char* section = "Reactor options";
+    app.add_option("--task-quota-ms", task_quota_ms,
+                   "Longest a batch of tasks runs before the reactor polls timers, signals and I/O "
+                   "(ms); need_preempt() turns true when it is used up")
+        ->check(CLI::Range(min_task_quota_ms, max_task_quota_ms))
+        ->capture_default_str()
+        ->group(section);
+    app.add_option("--idle-policy", idle_policy,
+                   "What the reactor does with nothing to run: poll (lowest latency, a core at 100%), "
+                   "sleep (on epoll until woken), adaptive (poll for --idle-poll-us, then sleep)")
+        ->check(CLI::IsMember({"poll", "sleep", "adaptive"}))
+        ->capture_default_str()
+        ->group(section);
+    app.add_option("--idle-poll-us", idle_poll_us,
+                   "With --idle-policy adaptive: how long (us) an idle reactor keeps polling before it sleeps")
+        ->check(CLI::Range(0u, max_idle_poll_us))
+        ->capture_default_str()
+        ->group(section);
+    app.add_option("--stall-threshold-ms", stall_threshold_ms,
+                   "Log a symbolized backtrace when a task runs longer than this without returning to "
+                   "the reactor (ms)")
+        ->check(CLI::Range(1u, max_stall_threshold_ms))
+        ->capture_default_str()
+        ->group(section);
+    app.add_option("--blocking-threads", blocking_threads,
+                   "Threads per shard that run blocking system calls for run_blocking()")
+        ->check(CLI::Range(1u, max_blocking_threads))
+        ->capture_default_str()
+        ->group(section);
+}
+
+reactor_config reactor_options::to_reactor_config() const {
+    if (!(task_quota_ms >= min_task_quota_ms && task_quota_ms <= max_task_quota_ms)) {
+        throw std::invalid_argument(fmt::format("task quota {} ms out of range", task_quota_ms));
+    }
+    if (stall_threshold_ms == 0 || blocking_threads == 0) {
+        throw std::invalid_argument("stall threshold and blocking threads must be positive");
+    }
+    reactor_config cfg;
+    cfg.task_quota = std::chrono::microseconds(std::llround(task_quota_ms * 1000.0));
+    cfg.idle = parse_idle_policy(idle_policy);
+    cfg.idle_poll = std::chrono::microseconds(idle_poll_us);
+    cfg.stall_threshold = std::chrono::milliseconds(stall_threshold_ms);
+    cfg.blocking_threads = blocking_threads;
+    return cfg;
+}
+
+log_level_setting parse_log_level_setting(std::string_view s, bool known_loggers_only) {
+    auto eq = s.find('=');
+    if (eq == std::string_view::npos) {
+        return {std::string(), parse_log_level(s)};
+    }
+    auto name = s.substr(0, eq);
+    if (name.empty()) {
+        throw std::invalid_argument(fmt::format("invalid log level setting '{}' (expected LEVEL or LOGGER=LEVEL)", s));
+    }
+    auto level = parse_log_level(s.substr(eq + 1));
+    if (known_loggers_only) {
+        auto loggers = log_registry::list();
+        bool found = false;
+        std::string names;
+        for (auto& [n, l] : loggers) {
+            found |= n == name;
+            names += names.empty() ? n : ", " + n;
+        }
+        if (!found) {
+            throw std::invalid_argument(fmt::format("unknown logger '{}' (known loggers: {})", name, names));
+        }
+    }
+    return {std::string(name), level};
+}
+
+void log_options::register_options(CLI::App& app) {
+    // The validator runs once per value (after the comma split), so the error names the bad one.
+    CLI::Validator setting(
+        [](std::string& value) -> std::string {
+            try {
+                (void)parse_log_level_setting(value);
+            } catch (const std::invalid_argument& e) {
+                return e.what();
+            }
+            return {};
+        },
+        "LEVEL|LOGGER=LEVEL");
+    app.add_option("--log-level", log_levels,
+                   "Log level (error, warn, info, debug, trace) for every logger (LEVEL) or for one "
+                   "(LOGGER=LEVEL); repeatable, or comma-separated. Default: info")
+        ->check(setting)
+        ->type_size(1)
+        ->allow_extra_args(false)
+        ->delimiter(',')
+        ->group("Logging options");
+}
+
+void log_options::apply() const {
+    std::vector<log_level_setting> settings;
+    settings.reserve(log_levels.size());
+    for (auto& s : log_levels) {
+        settings.push_back(parse_log_level_setting(s));
+    }
+    for (auto& s : settings) {
+        if (s.logger.empty()) {
+            log_registry::set_all(s.level);
+        }
+    }
+    for (auto& s : settings) {
+        if (!s.logger.empty()) {
+            log_registry::set_level(s.logger, s.level);
+        }
+    }
+}
+
+void runtime_options::register_options(CLI::App& app) {
+    reactor.register_options(app);
+    log.register_options(app);
+}
+
+}  // namespace reef

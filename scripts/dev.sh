@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# Reef's one entry point for developers and CI.
+#
+#   scripts/dev.sh run [ARGS...]   build, then start the main job (ARGS are passed to it)
+#   scripts/dev.sh test [STAGE...] unit tests, the same under ASan+UBSan, then pytest
+#   scripts/dev.sh bench           release build, then every benchmark script; results in
+#                                  $BENCH_RESULTS_DIR (default build/bench-results)
+#   scripts/dev.sh build           install missing packages, configure and build build/
+#   scripts/dev.sh deps            install missing Debian packages only
+#
+# Every subcommand first installs the Debian packages that are missing (apt-get update once,
+# noninteractive; nothing is touched when all are present). Environment:
+#   REEF_JOBS=N        limit ninja (and meson test) to N parallel jobs
+#   REEF_SKIP_DEPS=1   do not check packages (for non-Debian systems with everything installed)
+#   BENCH_RESULTS_DIR  where `bench` writes its results
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SELF="$ROOT/scripts/dev.sh"
+cd "$ROOT"
+
+# The Debian packages Reef builds and tests with. Later issues append to this list.
+REEF_PACKAGES="build-essential meson ninja-build ccache pkg-config
+    libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev nlohmann-json3-dev
+    libboost-dev liburing-dev libgnutls28-dev libdpdk-dev libdw-dev
+    python3-pytest python3-scapy iproute2 gnutls-bin valgrind"
+
+# Build directories and their options. `build/` keeps assertions (tests want them); benchmarks
+# use a separate release tree so `test` and `bench` never reconfigure each other.
+BUILD_DIR=build
+BUILD_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true)
+ASAN_DIR=build-asan
+# shellcheck disable=SC2054  # the comma belongs to the option value
+ASAN_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+    -Dbenchmarks=false)
+RELEASE_DIR=build-release
+RELEASE_OPTS=(-Dbuildtype=release -Db_ndebug=true -Dwerror=true -Dtests=false -Dbenchmarks=true)
+
+# The main job: the runtime demo until the memcached dataplane (issue 8) exists.
+MAIN_JOB="$BUILD_DIR/apps/demo/reef-demo"
+
+# Debian's interpreter: it is the one python3-pytest and python3-scapy are installed for, whatever
+# `python3` a user's PATH (pyenv, venv) resolves to.
+PYTHON=/usr/bin/python3
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+    # The header comment of this file, without the shebang and the comment markers.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$SELF"
+}
+
+# --- packages ---------------------------------------------------------------------------------
+
+missing_packages() {
+    local p status
+    for p in $REEF_PACKAGES; do
+        status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        case "$status" in
+            *" ok installed") ;;
+            *) printf '%s\n' "$p" ;;
+        esac
+    done
+}
+
+cmd_deps() {
+    if [[ ${REEF_SKIP_DEPS:-0} == 1 || ${REEF_DEPS_DONE:-0} == 1 ]]; then
+        return 0
+    fi
+    if ! command -v dpkg-query >/dev/null; then
+        # shellcheck disable=SC2086,SC2116  # collapses the list onto one line
+        die "not a Debian-based system; install the equivalents of: $(echo $REEF_PACKAGES) (then set REEF_SKIP_DEPS=1)"
+    fi
+    local missing
+    missing=$(missing_packages | tr '\n' ' ')
+    missing=${missing% }
+    if [[ -n $missing ]]; then
+        local sudo=()
+        if [[ $(id -u) != 0 ]]; then
+            if command -v sudo >/dev/null; then
+                sudo=(sudo)
+            else
+                printf 'dev.sh: missing Debian packages: %s\n' "$missing" >&2
+                printf 'dev.sh: as root, run: apt-get update && apt-get install -y --no-install-recommends %s\n' \
+                    "$missing" >&2
+                exit 1
+            fi
+        fi
+        say "installing missing packages: $missing"
+        "${sudo[@]}" apt-get update
+        # shellcheck disable=SC2086  # word splitting of the package list is intended
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends $missing
+    fi
+    export REEF_DEPS_DONE=1
+}
+
+# --- configure and build ----------------------------------------------------------------------
+
+# configure DIR -Dkey=value...: set up DIR, or bring an existing DIR's options to the given
+# values. Options already right are left alone, so an up-to-date tree is not regenerated.
+# (Meson picks up ccache by itself when it is installed and CC/CXX are not set.)
+configure() {
+    local dir=$1
+    shift
+    if [[ -f $dir/build.ninja && -f $dir/meson-private/coredata.dat ]]; then
+        local changed
+        changed=$(meson introspect "$dir" --buildoptions | "$PYTHON" -c '
+import json, sys
+current = {o["name"]: o["value"] for o in json.load(sys.stdin)}
+for arg in sys.argv[1:]:
+    key, _, want = arg[2:].partition("=")
+    have = current.get(key)
+    have = ",".join(have) if isinstance(have, list) else str(have).lower() if isinstance(have, bool) else str(have)
+    if have != want:
+        print(arg)
+' "$@")
+        if [[ -n $changed ]]; then
+            say "reconfiguring $dir: ${changed//$'\n'/ }"
+            # shellcheck disable=SC2086
+            meson configure "$dir" $changed
+        fi
+    elif [[ -f $dir/meson-private/coredata.dat ]]; then
+        say "configuring $dir again (an earlier setup did not finish)"
+        meson setup --reconfigure "$dir" "$@"
+    else
+        say "configuring $dir"
+        meson setup "$dir" "$@"
+    fi
+}
+
+ninja_build() {
+    local dir=$1
+    shift
+    say "building $dir"
+    ninja -C "$dir" ${REEF_JOBS:+-j "$REEF_JOBS"} "$@"
+}
+
+build_default() {
+    configure "$BUILD_DIR" "${BUILD_OPTS[@]}"
+    ninja_build "$BUILD_DIR"
+}
+
+cmd_build() {
+    cmd_deps
+    build_default
+}
+
+# --- test ---------------------------------------------------------------------------------------
+
+meson_test() {
+    local dir=$1
+    meson test -C "$dir" --no-rebuild --print-errorlogs ${REEF_JOBS:+--num-processes "$REEF_JOBS"}
+}
+
+stage_unit() {
+    build_default
+    say "unit tests ($BUILD_DIR)"
+    meson_test "$BUILD_DIR"
+}
+
+stage_asan() {
+    configure "$ASAN_DIR" "${ASAN_OPTS[@]}"
+    ninja_build "$ASAN_DIR"
+    say "unit tests under ASan+UBSan ($ASAN_DIR)"
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
+        UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
+        meson_test "$ASAN_DIR"
+}
+
+stage_pytest() {
+    build_default
+    say "pytest (pytests/, REEF_BUILD_DIR=$BUILD_DIR)"
+    local rc=0
+    REEF_BUILD_DIR="$BUILD_DIR" "$PYTHON" -m pytest pytests/ -v -rs || rc=$?
+    if [[ $rc == 5 ]]; then
+        printf 'dev.sh: pytest collected no tests: that is a failure, not a pass\n' >&2
+    fi
+    return "$rc"
+}
+
+STAGES=(unit asan pytest)
+
+cmd_test() {
+    local stages=("$@")
+    if [[ ${#stages[@]} == 0 ]]; then
+        stages=("${STAGES[@]}")
+    fi
+    local s
+    for s in "${stages[@]}"; do
+        [[ " ${STAGES[*]} " == *" $s "* ]] || die "unknown test stage '$s' (stages: ${STAGES[*]})"
+    done
+    cmd_deps
+    # Each stage runs in its own shell so that `set -e` holds inside it (bash ignores -e in a
+    # function called from an `if`), and a failing stage does not stop the ones after it.
+    local summary=() failed=0
+    for s in "${stages[@]}"; do
+        if bash "$SELF" _stage "$s"; then
+            summary+=("$s: ok")
+        else
+            summary+=("$s: FAILED")
+            failed=1
+        fi
+    done
+    local line=${summary[0]}
+    for s in "${summary[@]:1}"; do
+        line+=", $s"
+    done
+    printf '\n%s\n' "$line"
+    return "$failed"
+}
+
+# --- bench --------------------------------------------------------------------------------------
+
+# Benchmark scripts: tests/bench/run_*.sh and tests/bench/*.py, and tests/perf/run.sh. Found at
+# run time, so a new benchmark only has to be dropped into place.
+bench_scripts() {
+    local f
+    for f in tests/bench/run_*.sh tests/bench/*.py tests/perf/run.sh; do
+        [[ -f $f ]] && printf '%s\n' "$f"
+    done
+    return 0
+}
+
+cmd_bench() {
+    cmd_deps
+    configure "$RELEASE_DIR" "${RELEASE_OPTS[@]}"
+    ninja_build "$RELEASE_DIR"
+    local out=${BENCH_RESULTS_DIR:-$BUILD_DIR/bench-results}
+    mkdir -p "$out"
+    out=$(cd "$out" && pwd)
+    local scripts
+    mapfile -t scripts < <(bench_scripts)
+    [[ ${#scripts[@]} -gt 0 ]] || die "no benchmark scripts found (tests/bench/run_*.sh, tests/bench/*.py, tests/perf/run.sh)"
+    local summary=() failed=0 s rc
+    for s in "${scripts[@]}"; do
+        say "benchmark $s (results in $out)"
+        rc=0
+        case "$s" in
+            *.py) BENCH_RESULTS_DIR="$out" BUILD_DIR="$RELEASE_DIR" REEF_BUILD_DIR="$RELEASE_DIR" \
+                "$PYTHON" "$s" "$RELEASE_DIR" || rc=$? ;;
+            *) BENCH_RESULTS_DIR="$out" BUILD_DIR="$RELEASE_DIR" REEF_BUILD_DIR="$RELEASE_DIR" \
+                bash "$s" "$RELEASE_DIR" || rc=$? ;;
+        esac
+        if [[ $rc == 0 ]]; then
+            summary+=("$s: ok")
+        else
+            summary+=("$s: FAILED (exit $rc)")
+            failed=1
+        fi
+    done
+    printf '\nresults in %s\n' "$out"
+    printf '%s\n' "${summary[@]}"
+    return "$failed"
+}
+
+# --- run ----------------------------------------------------------------------------------------
+
+cmd_run() {
+    cmd_deps
+    build_default
+    [[ -x $MAIN_JOB ]] || die "$MAIN_JOB was not built"
+    say "starting $MAIN_JOB $*"
+    exec "$MAIN_JOB" "$@"
+}
+
+# --- dispatch -----------------------------------------------------------------------------------
+
+main() {
+    local cmd=${1:-}
+    [[ $# -gt 0 ]] && shift
+    case "$cmd" in
+        run) cmd_run "$@" ;;
+        test) cmd_test "$@" ;;
+        bench) cmd_bench "$@" ;;
+        build) cmd_build "$@" ;;
+        deps) cmd_deps "$@" ;;
+        _stage) "stage_$1" ;;  # internal: one test stage, run by cmd_test in a fresh shell
+        "" | help | -h | --help) usage ;;
+        *)
+            printf 'dev.sh: unknown command "%s"\n\n' "$cmd" >&2
+            usage >&2
+            exit 2
+            ;;
+    esac
+}
+
+main "$@"
