@@ -2,6 +2,7 @@
 
 #include "runtime/log.hh"
 #include "runtime/reactor.hh"
+#include "runtime/smp.hh"
 
 #include <exception>
 #include <iostream>
@@ -27,20 +28,22 @@ int app_template::run(int argc, char** argv, std::function<future<int>()> main) 
         return code == 0 ? 0 : 2;
     }
     reactor_config cfg;
+    smp_options smp_opts;
     try {
         _opts.log.apply();
         cfg = _opts.reactor.to_reactor_config();
+        // Checked against the machine here, not by CLI11: "--smp 64" is well-formed but too many.
+        smp_opts = _opts.smp.to_smp_options();
     } catch (const std::exception& e) {
-        // Only reachable when an app changed the bound values behind CLI11's back.
         std::cerr << _app.get_name() << ": " << e.what() << "\n";
         return 2;
     }
     cfg.handle_termination_signals = true;
     try {
-        return run_reactor(cfg, std::move(main));
+        return smp::run(smp_opts, cfg, std::move(main));
     } catch (const std::exception& e) {
-        // The reactor could not be created (no epoll, no POSIX timer, one already on this thread).
-        applog.error("{}: cannot start the reactor: {}", _app.get_name(), e.what());
+        // A shard could not start (no epoll, no POSIX timer, a reactor already on this thread).
+        applog.error("{}: cannot start: {}", _app.get_name(), e.what());
         return 1;
     }
 }

@@ -1,6 +1,6 @@
-// app_template: the skeleton of a single-shard Reef program. It owns the command line (the standard
-// runtime options of runtime/options.hh plus the app's own), creates the reactor, runs the app's
-// main coroutine on it and turns the outcome into the process exit code:
+// app_template: the skeleton of a runtime-only Reef program. It owns the command line (the standard
+// runtime options of runtime/options.hh plus the app's own), starts the shards (--smp, --cpuset),
+// runs the app's main coroutine on shard 0 and turns the outcome into the process exit code:
 //
 //     int main(int argc, char** argv) {
 //         reef::app_template app("greeter", "Says hello");
@@ -44,7 +44,8 @@ public:
     /// The standard runtime options: their defaults before run(), the parsed values once main runs.
     const runtime_options& configuration() const noexcept { return _opts; }
 
-    /// Parse the command line, then run `main` on a new reactor on the calling thread.
+    /// Parse the command line, start the shards (the calling thread becomes shard 0), then run
+    /// `main` on shard 0. Too many shards or a cpuset naming missing CPUs: message, exit code 2.
     ///
     /// Returns:
     ///  - 0 after printing every option with its default, for --help;

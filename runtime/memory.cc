@@ -818,6 +818,11 @@ void* with_thread_arena(void* (*f)(arena*, std::size_t, std::size_t, bool*), std
         a = attach_thread();
     }
     if (a) {
+        // Frees this thread batched for other arenas go out at the latest here (or at 64 per
+        // owner, or from the poller), so a thread that stopped polling strands nothing for long.
+        if (a->outgoing_mask) {
+            flush_all_outgoing(a);
+        }
         void* p = f(a, n, align, zeroed);
         if (!p) {
             ++a->failed_allocations;

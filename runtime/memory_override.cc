@@ -49,27 +49,45 @@ inline void* aligned(std::size_t align, std::size_t n) noexcept {
     return set_enomem_if_null(mi::allocate_aligned_nothrow(align, n, nullptr));
 }
 
-// operator new's failure path: call the new-handler until it gives up (throws, or there is none).
-[[gnu::noinline]] void* new_retry(std::size_t n, std::size_t align) {
+inline void* attempt(std::size_t n, std::size_t align) noexcept {
+    return align > 16 ? mi::allocate_aligned_nothrow(align, n, nullptr) : mi::allocate_fast(n);
+}
+
+// operator new's failure path: call the new-handler and retry until it gives up (throws, or there
+// is none).
+[[gnu::noinline]] void* new_failed(std::size_t n, std::size_t align) {
     for (;;) {
-        void* p = align > 16 ? mi::allocate_aligned_nothrow(align, n, nullptr) : mi::allocate_fast(n);
-        if (p) {
-            return p;
-        }
         std::new_handler h = std::get_new_handler();
         if (!h) {
             throw std::bad_alloc();
         }
         h();
+        if (void* p = attempt(n, align)) {
+            return p;
+        }
     }
 }
 
-void* new_nothrow(std::size_t n, std::size_t align) noexcept {
+void* new_failed_nothrow(std::size_t n, std::size_t align) noexcept {
     try {
-        return new_retry(n, align);
+        return new_failed(n, align);
     } catch (...) {
         return nullptr;
     }
+}
+
+inline void* new_impl(std::size_t n, std::size_t align) {
+    if (void* p = attempt(n, align); __builtin_expect(p != nullptr, 1)) {
+        return p;
+    }
+    return new_failed(n, align);
+}
+
+inline void* new_nothrow_impl(std::size_t n, std::size_t align) noexcept {
+    if (void* p = attempt(n, align); __builtin_expect(p != nullptr, 1)) {
+        return p;
+    }
+    return new_failed_nothrow(n, align);
 }
 
 }  // namespace
@@ -156,37 +174,17 @@ int malloc_trim(std::size_t) noexcept { return reef::memory::release_free_memory
 
 #define REEF_WEAK __attribute__((weak))
 
-REEF_WEAK void* operator new(std::size_t n) {
-    if (void* p = mi::allocate_fast(n); __builtin_expect(p != nullptr, 1)) {
-        return p;
-    }
-    return new_retry(n, 0);
-}
-REEF_WEAK void* operator new[](std::size_t n) {
-    if (void* p = mi::allocate_fast(n); __builtin_expect(p != nullptr, 1)) {
-        return p;
-    }
-    return new_retry(n, 0);
-}
-REEF_WEAK void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-    if (void* p = mi::allocate_fast(n)) {
-        return p;
-    }
-    return new_nothrow(n, 0);
-}
-REEF_WEAK void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-    if (void* p = mi::allocate_fast(n)) {
-        return p;
-    }
-    return new_nothrow(n, 0);
-}
-REEF_WEAK void* operator new(std::size_t n, std::align_val_t al) { return new_retry(n, std::size_t(al)); }
-REEF_WEAK void* operator new[](std::size_t n, std::align_val_t al) { return new_retry(n, std::size_t(al)); }
+REEF_WEAK void* operator new(std::size_t n) { return new_impl(n, 0); }
+REEF_WEAK void* operator new[](std::size_t n) { return new_impl(n, 0); }
+REEF_WEAK void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return new_nothrow_impl(n, 0); }
+REEF_WEAK void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return new_nothrow_impl(n, 0); }
+REEF_WEAK void* operator new(std::size_t n, std::align_val_t al) { return new_impl(n, std::size_t(al)); }
+REEF_WEAK void* operator new[](std::size_t n, std::align_val_t al) { return new_impl(n, std::size_t(al)); }
 REEF_WEAK void* operator new(std::size_t n, std::align_val_t al, const std::nothrow_t&) noexcept {
-    return new_nothrow(n, std::size_t(al));
+    return new_nothrow_impl(n, std::size_t(al));
 }
 REEF_WEAK void* operator new[](std::size_t n, std::align_val_t al, const std::nothrow_t&) noexcept {
-    return new_nothrow(n, std::size_t(al));
+    return new_nothrow_impl(n, std::size_t(al));
 }
 
 REEF_WEAK void operator delete(void* p) noexcept { mi::free_fast(p); }

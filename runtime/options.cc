@@ -143,8 +143,41 @@ void log_options::apply() const {
     }
 }
 
+void smp_cli_options::register_options(CLI::App& app) {
+    const char* section = "Shard options";
+    app.add_option("--smp", smp, "Number of shards (reactor threads); 0 means one per CPU of the cpuset")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 4096u))
+        ->group(section);
+    app.add_option("--cpuset", cpuset, "CPUs to run shards on, e.g. 0-3,8 (default: every CPU this process may use)")
+        ->check([](const std::string& v) -> std::string {
+            try {
+                parse_cpuset(v);
+                return {};
+            } catch (const std::invalid_argument& e) {
+                return e.what();
+            }
+        })
+        ->group(section);
+    app.add_option("--thread-affinity", thread_affinity, "Pin each shard's thread to its CPU")
+        ->capture_default_str()
+        ->group(section);
+}
+
+smp_options smp_cli_options::to_smp_options() const {
+    smp_options o;
+    o.smp = smp;
+    if (!cpuset.empty()) {
+        o.cpuset = parse_cpuset(cpuset);
+    }
+    o.thread_affinity = thread_affinity;
+    resolve_shard_cpus(o);  // throws with a message naming the option
+    return o;
+}
+
 void runtime_options::register_options(CLI::App& app) {
     reactor.register_options(app);
+    smp.register_options(app);
     log.register_options(app);
 }
 

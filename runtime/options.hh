@@ -13,6 +13,7 @@
 
 #include "runtime/log.hh"
 #include "runtime/reactor.hh"
+#include "runtime/smp.hh"
 
 #include <CLI/CLI.hpp>
 
@@ -70,10 +71,26 @@ struct log_options {
     void apply() const;
 };
 
+/// Shards: how many, on which CPUs.
+struct smp_cli_options {
+    unsigned smp = 0;             ///< --smp: number of shards (0: one per CPU of the cpuset)
+    std::string cpuset;           ///< --cpuset: CPUs to run on, e.g. "0-3,8" (default: all allowed)
+    bool thread_affinity = true;  ///< --thread-affinity: pin each shard to its CPU
+
+    /// Add the options to `app` (section "Shard options").
+    void register_options(CLI::App& app);
+
+    /// The smp configuration, checked against this machine: throws std::invalid_argument naming
+    /// the problem (a malformed cpuset, CPUs that do not exist or are not allowed, more shards
+    /// than CPUs).
+    smp_options to_smp_options() const;
+};
+
 /// Every standard runtime option. Register them all on an app with register_options(), parse,
 /// then read the groups.
 struct runtime_options {
     reactor_options reactor;
+    smp_cli_options smp;
     log_options log;
 
     void register_options(CLI::App& app);

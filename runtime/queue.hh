@@ -88,14 +88,11 @@ public:
     /// and leave `item` untouched. Wakes a waiting consumer. Throws the abort exception if aborted.
     bool push(T&& item) {
         check_aborted();
-        if (!_push_waiters.empty()) {
+        // Waiting producers exist only while the queue is full (room admits them at once), so
+        // the size check also keeps push() from overtaking them. A waiting consumer implies an
+        // empty queue; only a zero-size queue can be full with one.
+        if (_q.size() >= _max && _pop_waiters.empty()) {
             return false;
-        }
-        if (_q.size() >= _max) {
-            // A waiting consumer implies an empty queue; only a zero-size queue gets here with one.
-            if (_pop_waiters.empty()) {
-                return false;
-            }
         }
         deliver(std::move(item));
         return true;

@@ -61,6 +61,8 @@ struct semaphore_default_exception_factory {
     static semaphore_aborted aborted() noexcept { return {}; }
 };
 
+/// A counting semaphore (see the file comment for the contract). ExceptionFactory supplies the
+/// exceptions waits fail with; Clock (steady_clock_type or lowres_clock) measures timed waits.
 template <typename ExceptionFactory, typename Clock = steady_clock_type>
 class basic_semaphore {
 public:
@@ -86,7 +88,7 @@ private:
     std::exception_ptr _ex;  // set by broken()
 
     bool has_available_units(std::size_t nr) const noexcept { return _count >= 0 && std::size_t(_count) >= nr; }
-    bool may_proceed(std::size_t nr) const noexcept { return has_available_units(nr); }
+    bool may_proceed(std::size_t nr) const noexcept { return has_available_units(nr) && _wait_list.empty(); }
 
     // now + d, saturating so that a huge d means "no timeout" rather than overflow.
     static time_point deadline(duration d) noexcept {
@@ -132,6 +134,7 @@ private:
     void fail_waiter(entry* e, std::exception_ptr ex) noexcept {
         e->pr.set_exception(std::move(ex));
         remove(e);
+        wake_waiters();
     }
     void arm_timeout(entry* e, time_point timeout) {
         if (timeout == time_point::max()) {

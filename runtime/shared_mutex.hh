@@ -104,7 +104,7 @@ public:
     }
     /// Take the shared lock now if no writer holds it and nobody waits; returns whether it did.
     bool try_lock_shared() noexcept {
-        if (_writer) {
+        if (_writer || !_waiters.empty()) {
             return false;
         }
         ++_readers;

@@ -251,6 +251,11 @@ int smp::run(const smp_options& opts, reactor_config cfg, std::function<future<i
     auto cpus = resolve_shard_cpus(opts);
     unsigned n = unsigned(cpus.size());
     count = n;
+    // Shard 0 is the calling thread: give its CPU mask back when the shards stop, so a caller that
+    // runs smp more than once (tests, tools) is not left pinned.
+    cpu_set_t caller_mask;
+    bool restore_mask = opts.thread_affinity &&
+                        ::pthread_getaffinity_np(::pthread_self(), sizeof(caller_mask), &caller_mask) == 0;
     _cpus = opts.thread_affinity ? cpus : std::vector<unsigned>{};
     _queues.clear();
     _queues.resize(std::size_t(n) * n);
@@ -402,6 +407,9 @@ int smp::run(const smp_options& opts, reactor_config cfg, std::function<future<i
     internal::g_reactors.clear();
     _queues.clear();
     count = 1;
+    if (restore_mask) {
+        ::pthread_setaffinity_np(::pthread_self(), sizeof(caller_mask), &caller_mask);
+    }
     if (start_error) {
         std::rethrow_exception(start_error);
     }

@@ -320,3 +320,41 @@ TEST(options, sigterm_stops_an_app_with_0) {
     EXPECT_TRUE(hook_ran);
     EXPECT_THAT(err, HasSubstr("SIGTERM received"));
 }
+
+TEST(options, shards_are_started_as_asked) {
+    app_template app("test_options", "test");
+    command_line cl({"--smp", "2", "--thread-affinity", "false"});
+    unsigned shards = 0;
+    unsigned remote = 0;
+    int code = app.run(cl.argc(), cl.argv(), [&]() -> future<int> {
+        shards = smp::count;
+        remote = co_await smp::submit_to(1, [] { return this_shard_id(); });
+        co_return 0;
+    });
+    EXPECT_EQ(code, 0);
+    EXPECT_EQ(shards, 2u);
+    EXPECT_EQ(remote, 1u);
+}
+
+TEST(options, too_many_shards_or_missing_cpus_give_2_with_a_reason) {
+    auto too_many = std::to_string(available_cpus().size() + 1);
+    {
+        app_template app("test_options", "test");
+        auto r = run_app(app, {"--smp", too_many});
+        EXPECT_EQ(r.code, 2);
+        EXPECT_FALSE(r.main_ran);
+        EXPECT_NE(r.err.find("--smp " + too_many), std::string::npos) << r.err;
+    }
+    {
+        app_template app("test_options", "test");
+        auto r = run_app(app, {"--cpuset", "0,4000"});
+        EXPECT_EQ(r.code, 2);
+        EXPECT_NE(r.err.find("4000"), std::string::npos) << r.err;
+    }
+    {
+        app_template app("test_options", "test");
+        auto r = run_app(app, {"--cpuset", "1-x"});
+        EXPECT_EQ(r.code, 2);
+        EXPECT_NE(r.err.find("--cpuset"), std::string::npos) << r.err;
+    }
+}

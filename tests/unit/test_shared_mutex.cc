@@ -117,15 +117,17 @@ REEF_TEST(shared_mutex, fifo_writer_not_starved_by_readers) {
     co_await settle();
     EXPECT_TRUE(order.empty());
     m.unlock_shared();
-    co_await std::move(w);
-    EXPECT_EQ(order, (std::vector<std::string>{"w"}));
     co_await settle();
-    EXPECT_EQ(order.size(), 1u);  // readers still wait for the writer
+    EXPECT_EQ(order, (std::vector<std::string>{"w"}));  // readers still wait for the writer
+    EXPECT_TRUE(m.locked());
     m.unlock();
-    co_await std::move(r1);
-    co_await std::move(r2);
+    co_await settle();
     EXPECT_EQ(order, (std::vector<std::string>{"w", "r1", "r2"}));
     EXPECT_EQ(m.shared_holders(), 2u);  // woken together
+    EXPECT_EQ(m.waiters(), 0u);
+    co_await std::move(w);
+    co_await std::move(r1);
+    co_await std::move(r2);
     m.unlock_shared();
     m.unlock_shared();
 }
@@ -149,13 +151,18 @@ REEF_TEST(shared_mutex, writer_gets_in_despite_continuous_readers) {
     co_await settle(10);
     int reads_before = reads;
     bool wrote = false;
-    co_await with_lock(m, [&] {
+    auto w = with_lock(m, [&] {
         wrote = true;
         EXPECT_EQ(m.shared_holders(), 0u);
     });
+    // Readers keep cycling; the writer must get in after the readers ahead of it leave, not
+    // wait for a gap that never comes.
+    co_await settle(20);
     EXPECT_TRUE(wrote);
     EXPECT_GT(reads_before, 0);
+    EXPECT_GT(reads, reads_before);  // and readers continue afterwards
     stop = true;
+    co_await std::move(w);
     co_await std::move(r1);
     co_await std::move(r2);
     co_await std::move(r3);
