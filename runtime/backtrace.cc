@@ -51,7 +51,13 @@ struct dwfl_session {
 std::string symbolize_backtrace(void* const* frames, int n) {
     std::string out;
 #ifdef REEF_HAVE_LIBDW
-    dwfl_session dw;
+    // Reading the process's modules and debug information takes tens of milliseconds: do it once
+    // per thread and reuse it (libraries loaded later are still named through dladdr).
+    static thread_local std::unique_ptr<dwfl_session> session;
+    if (!session) {
+        session = std::make_unique<dwfl_session>();
+    }
+    dwfl_session& dw = *session;
 #endif
     for (int i = 0; i < n; ++i) {
         auto addr = reinterpret_cast<std::uintptr_t>(frames[i]);

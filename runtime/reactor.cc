@@ -292,6 +292,7 @@ void reactor::wakeup() noexcept {
     // seq_cst store in sleep_now); without it a store-buffered publish could miss a sleeper.
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (_sleeping.load(std::memory_order_relaxed)) {
+        _wakeup_writes.fetch_add(1, std::memory_order_relaxed);  // only on the system-call path
         std::uint64_t one = 1;
         [[maybe_unused]] auto r = ::write(_wakefd, &one, sizeof(one));
     }

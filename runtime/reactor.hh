@@ -94,6 +94,8 @@ public:
 
     unsigned id() const noexcept { return _id; }
     const stats& get_stats() const noexcept { return _stats; }
+    /// How many times wakeup() had to write the eventfd (the reactor was asleep). Any thread.
+    std::uint64_t wakeup_writes() const noexcept { return _wakeup_writes.load(std::memory_order_relaxed); }
     const reactor_config& config() const noexcept { return _cfg; }
     void set_task_quota(std::chrono::microseconds q);
     void set_idle_policy(idle_policy p, std::chrono::microseconds idle_poll) noexcept;
@@ -181,6 +183,7 @@ private:
     int _epollfd = -1;
     int _wakefd = -1;
     std::atomic<bool> _sleeping{false};
+    std::atomic<std::uint64_t> _wakeup_writes{0};
 
     // Task quota timer and stall detector (POSIX timer delivering a signal to this thread).
     void* _quota_timer = nullptr;

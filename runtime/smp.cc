@@ -286,6 +286,28 @@ int smp::run(const smp_options& opts, reactor_config cfg, std::function<future<i
         }
     };
 
+    // Shard 0 (this thread) first: if its reactor cannot be made, no other thread exists yet.
+    if (opts.thread_affinity) {
+        internal::pin_to(cpus[0]);
+    }
+    std::optional<reactor> r;
+    std::optional<poller> p;
+    try {
+        r.emplace(0, cfg);
+        p.emplace(std::make_unique<internal::smp_poller>(0));
+        internal::g_reactors[0] = &*r;
+    } catch (...) {
+        p.reset();
+        r.reset();
+        internal::g_reactors.clear();
+        _queues.clear();
+        count = 1;
+        if (restore_mask) {
+            ::pthread_setaffinity_np(::pthread_self(), sizeof(caller_mask), &caller_mask);
+        }
+        throw;
+    }
+
     // Shards other than 0 never take process signals: SIGINT/SIGTERM go to shard 0, which stops
     // everyone in order.
     sigset_t block, old;
@@ -304,21 +326,27 @@ int smp::run(const smp_options& opts, reactor_config cfg, std::function<future<i
                 CPU_SET(cpus[id], &set);
                 ::pthread_setaffinity_np(::pthread_self(), sizeof(set), &set);
             }
-            std::optional<reactor> r;
-            std::optional<poller> p;
+            std::optional<reactor> sr;
+            std::optional<poller> sp;
             try {
                 reactor_config c = cfg;
                 c.handle_termination_signals = false;
-                r.emplace(id, c);
-                p.emplace(std::make_unique<internal::smp_poller>(id));
-                internal::g_reactors[id] = &*r;
+                sr.emplace(id, c);
+                sp.emplace(std::make_unique<internal::smp_poller>(id));
+                internal::g_reactors[id] = &*sr;
+                if (opts.shard_init) {
+                    opts.shard_init(id);
+                }
             } catch (...) {
                 record_error(std::current_exception());
+                internal::g_reactors[id] = nullptr;
+                sp.reset();
+                sr.reset();
                 started.count_down();
                 return;
             }
             // Runs last on the way out: tell shard 0 this shard is done with its hooks.
-            r->at_exit([&stop] {
+            sr->at_exit([&stop] {
                 return smp::submit_to(0, [&stop] {
                     if (++stop.stopped == stop.expected) {
                         stop.all.set_value();
@@ -326,9 +354,9 @@ int smp::run(const smp_options& opts, reactor_config cfg, std::function<future<i
                 });
             });
             started.count_down();
-            r->run();
-            p.reset();
-            r.reset();
+            sr->run();
+            sp.reset();
+            sr.reset();
         });
         auto name = "reef-shard-" + std::to_string(id);
         ::pthread_setname_np(threads.back().native_handle(), name.c_str());
@@ -337,26 +365,15 @@ int smp::run(const smp_options& opts, reactor_config cfg, std::function<future<i
 
     int code = 1;
     {
-        if (opts.thread_affinity) {
-            internal::pin_to(cpus[0]);
-        }
-        std::optional<reactor> r;
-        std::optional<poller> p;
         try {
-            r.emplace(0, cfg);
-            p.emplace(std::make_unique<internal::smp_poller>(0));
-            internal::g_reactors[0] = &*r;
+            if (opts.shard_init) {
+                opts.shard_init(0);
+            }
         } catch (...) {
             record_error(std::current_exception());
         }
         started.count_down();
         started.wait();
-        if (!r) {
-            // Shard 0 could not start: other shards cannot be told to stop through it. They were
-            // started with their own reactors; stopping them needs shard 0, so fail hard.
-            smplog.error("shard 0 failed to start");
-            std::rethrow_exception(start_error);
-        }
         bool failed_start = false;
         {
             std::lock_guard g(error_mutex);

@@ -35,6 +35,9 @@ struct smp_options {
     std::vector<unsigned> cpuset;
     /// Pin each shard's thread to its CPU.
     bool thread_affinity = true;
+    /// Called on each shard (with its id) once its reactor exists, before main() runs. If it
+    /// throws on any shard, smp::run stops the shards that started and rethrows that exception.
+    std::function<void(unsigned shard)> shard_init;
 };
 
 /// Parse a CPU list such as "0-3,8,10-11". Throws std::invalid_argument naming the bad part.

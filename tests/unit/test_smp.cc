@@ -212,3 +212,60 @@ TEST(smp, rejects_more_shards_than_cpus) {
     }
     EXPECT_THROW(smp::run(o, reactor_config{}, [] { return make_ready_future<int>(0); }), std::invalid_argument);
 }
+
+TEST(smp, polling_shards_are_not_woken_by_system_calls) {
+    smp_options o;
+    o.smp = 2;
+    o.thread_affinity = false;
+    reactor_config cfg;
+    cfg.handle_termination_signals = false;
+    cfg.idle = idle_policy::poll;
+    std::uint64_t writes_to_1 = 1, writes_to_0 = 1;
+    smp::run(o, cfg, [&]() -> future<int> {
+        auto before = co_await smp::submit_to(1, [] { return engine().wakeup_writes(); });
+        auto before0 = engine().wakeup_writes();
+        for (int i = 0; i < 2000; ++i) {
+            co_await smp::submit_to(1, [] {});
+        }
+        writes_to_1 = co_await smp::submit_to(1, [] { return engine().wakeup_writes(); }) - before;
+        writes_to_0 = engine().wakeup_writes() - before0;
+        co_return 0;
+    });
+    EXPECT_EQ(writes_to_1, 0u);
+    EXPECT_EQ(writes_to_0, 0u);
+}
+
+TEST(smp, a_shard_failing_to_start_stops_all_with_its_error) {
+    smp_options o;
+    o.smp = 2;
+    o.thread_affinity = false;
+    o.shard_init = [](unsigned shard) {
+        if (shard == 1) {
+            throw std::runtime_error("shard 1: cannot open device");
+        }
+    };
+    reactor_config cfg;
+    cfg.handle_termination_signals = false;
+    bool main_ran = false;
+    try {
+        smp::run(o, cfg, [&] {
+            main_ran = true;
+            return make_ready_future<int>(0);
+        });
+        ADD_FAILURE() << "smp::run did not fail";
+    } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "shard 1: cannot open device");
+    }
+    EXPECT_FALSE(main_ran);
+    EXPECT_EQ(smp::count, 1u);
+    // The failure on shard 0 itself, too.
+    o.shard_init = [](unsigned shard) {
+        if (shard == 0) {
+            throw std::runtime_error("shard 0 refuses");
+        }
+    };
+    EXPECT_THROW(smp::run(o, cfg, [] { return make_ready_future<int>(0); }), std::runtime_error);
+    // And the next run works normally.
+    o.shard_init = nullptr;
+    EXPECT_EQ(smp::run(o, cfg, [] { return make_ready_future<int>(4); }), 4);
+}
