@@ -18,8 +18,9 @@
 // are returned to the kernel with madvise when freed) and are charged page-rounded.
 //
 // A free of memory owned by another arena (a cross-shard free) is pushed onto the owner's
-// lock-free multi-producer list; a reactor thread batches these pushes per owner and flushes them
-// from its poller. The owner takes the list back on its allocation slow path and from its reactor
+// lock-free multi-producer list; a thread that polls (calls drain_remote_frees()) batches these
+// pushes per owner and publishes them from its poller, at 64 per owner, or at its next allocation
+// slow path, whichever comes first. The owner takes the list back on its allocation slow path and from its reactor
 // poller (drain_remote_frees(), called by smp's poller), so the memory returns to the shard it
 // belongs to. Remote frees to an orphaned arena wait there for its next owner.
 //
@@ -144,8 +145,10 @@ public:
 [[nodiscard]] reclaimer_registration register_reclaimer(std::function<std::size_t(std::size_t wanted)> fn);
 
 /// Take back the blocks other threads freed into this thread's arena, and publish the remote
-/// frees this thread batched. Returns true if there was anything to do. The reactor calls it from
-/// smp's poller; any thread may call it. Never allocates.
+/// frees this thread batched. Returns true if there was anything to do. Never allocates. smp's
+/// poller calls it on every shard; the first call also makes this thread batch its remote frees
+/// from then on (they are published by the next call, at 64 per owner, or at the thread's next
+/// allocation slow path), so call it only from a thread that keeps calling it.
 bool drain_remote_frees() noexcept;
 /// Whether drain_remote_frees() would find work (no side effects; for a poller's pure_poll).
 bool has_remote_frees() noexcept;

@@ -22,7 +22,7 @@ cd "$ROOT"
 # The Debian packages Reef builds and tests with. Later issues append to this list.
 REEF_PACKAGES="build-essential meson ninja-build ccache pkg-config
     libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev nlohmann-json3-dev
-    libboost-dev liburing-dev libgnutls28-dev libdpdk-dev libdw-dev
+    libboost-dev liburing-dev libgnutls28-dev libdpdk-dev libdw-dev libnuma-dev
     python3-pytest python3-scapy iproute2 gnutls-bin valgrind"
 
 # Build directories and their options. `build/` keeps assertions (tests want them); benchmarks

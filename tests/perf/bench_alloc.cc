@@ -100,20 +100,22 @@ void small_pairs(benchmark::State& state) {
     state.counters["pairs"] = benchmark::Counter(double(state.iterations() * batch), benchmark::Counter::kIsRate);
 }
 
-// Shard 0 allocates batches and sends each to shard 1, which frees it; two batches are in flight
-// so both shards work at the same time. Both shards poll (no sleeping between messages).
+// Shard 0 allocates blocks and sends them to shard 1, which frees them: one message carries
+// `per_message` blocks (so the message latency, which on a loaded machine is the scheduler's, is
+// spread thin), and `depth` messages are in flight so both shards work at the same time.
 template <typename Alloc>
 void cross_shard_free(benchmark::State& state) {
     constexpr std::size_t depth = 4;
+    constexpr std::size_t per_message = 16;  // batches
     smp_options o;
     o.smp = 2;
     o.thread_affinity = false;
     reactor_config cfg;
     cfg.handle_termination_signals = false;
-    cfg.idle = idle_policy::poll;
+    cfg.idle = idle_policy::adaptive;
     smp::run(o, cfg, [&state]() -> future<int> {
         const auto& w = small_workload();
-        std::vector<std::vector<void*>> slots(depth, std::vector<void*>(batch));
+        std::vector<std::vector<void*>> slots(depth, std::vector<void*>(batch * per_message));
         std::vector<future<>> inflight;
         for (std::size_t i = 0; i < depth; ++i) {
             inflight.push_back(make_ready_future());
@@ -122,11 +124,17 @@ void cross_shard_free(benchmark::State& state) {
         std::size_t k = 0;
         auto send = [&](std::size_t slot) {
             void** ptrs = slots[slot].data();
-            alloc_batch<Alloc>(ptrs, w, at);
-            at += batch;
-            return smp::submit_to(1, [ptrs, &w] { free_batch<Alloc>(ptrs, w); });
+            for (std::size_t b = 0; b < per_message; ++b) {
+                alloc_batch<Alloc>(ptrs + b * batch, w, at);
+                at += batch;
+            }
+            return smp::submit_to(1, [ptrs, &w] {
+                for (std::size_t b = 0; b < per_message; ++b) {
+                    free_batch<Alloc>(ptrs + b * batch, w);
+                }
+            });
         };
-        for (int i = 0; i < 64; ++i, ++k) {  // warm up both allocators' caches
+        for (int i = 0; i < 16; ++i, ++k) {  // warm up both allocators' caches
             co_await std::move(inflight[k % depth]);
             inflight[k % depth] = send(k % depth);
         }
@@ -140,7 +148,8 @@ void cross_shard_free(benchmark::State& state) {
         }
         co_return 0;
     });
-    state.counters["pairs"] = benchmark::Counter(double(state.iterations() * batch), benchmark::Counter::kIsRate);
+    state.counters["pairs"] =
+        benchmark::Counter(double(state.iterations() * batch * per_message), benchmark::Counter::kIsRate);
 }
 
 }  // namespace
