@@ -34,6 +34,7 @@ int app_template::run(int argc, char** argv, std::function<future<int>()> main) 
         cfg = _opts.reactor.to_reactor_config();
         // Checked against the machine here, not by CLI11: "--smp 64" is well-formed but too many.
         smp_opts = _opts.smp.to_smp_options();
+        _opts.memory.apply(unsigned(resolve_shard_cpus(smp_opts).size()));
     } catch (const std::exception& e) {
         std::cerr << _app.get_name() << ": " << e.what() << "\n";
         return 2;

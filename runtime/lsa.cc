@@ -59,9 +59,16 @@ region::region(std::size_t budget_bytes) : _budget_segments(budget_to_segments(b
         throw std::bad_alloc();
     }
     _pool.push_back(s);
+    try {
+        _allocator_reclaimer = memory::register_reclaimer([this](std::size_t wanted) { return reclaim(wanted); });
+    } catch (const std::runtime_error&) {
+        // The thread has no private arena (only past 63 live threads): the region still works,
+        // the allocator just cannot ask it for memory.
+    }
 }
 
 region::~region() {
+    _allocator_reclaimer.unregister();
     auto drop = [](segment* s) {
         REEF_LSA_UNPOISON(s, segment_size);
         std::free(s);

@@ -18,6 +18,8 @@
 // get() never move anything.
 #pragma once
 
+#include "runtime/memory.hh"
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -157,7 +159,9 @@ public:
     static constexpr double default_eviction_threshold = 0.85;
 
     /// A region holding at most `budget_bytes` (rounded down to whole segments; at least two: one to
-    /// allocate into and the compaction reserve). Allocates the reserve segment at once. Throws
+    /// allocate into and the compaction reserve). Allocates the reserve segment at once, and
+    /// registers with the calling thread's allocator as a reclaimer (memory::register_reclaimer),
+    /// so an allocation over the shard's budget first makes the region give memory back. Throws
     /// std::invalid_argument for a budget below two segments, std::bad_alloc if the reserve cannot be
     /// allocated.
     explicit region(std::size_t budget_bytes);
@@ -295,6 +299,10 @@ public:
     std::size_t object_size(const void* p) const noexcept { return header_of(p)->size; }
 
 private:
+    // Lets the shard's allocator ask this region for memory back when the shard is over its
+    // --memory budget (compaction and eviction through reclaim()).
+    memory::reclaimer_registration _allocator_reclaimer;
+
     enum : std::uint8_t { seg_free, seg_open, seg_closed, seg_evacuating };
     static constexpr std::uint32_t npos = UINT32_MAX;
     static constexpr std::uint32_t live_bit = 1;

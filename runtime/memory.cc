@@ -521,7 +521,8 @@ bool extend_span(arena* a, span* s) noexcept {
     std::uint32_t count = std::min((end - s->bump) / size, std::max<std::uint32_t>(4, 8192 / size));
     char* base = chunk_address(a, index_of(a, s)) + s->bump;
     for (std::uint32_t k = 0; k + 1 < count; ++k) {
-        reinterpret_cast<block*>(base + std::size_t(k) * size)->next = reinterpret_cast<block*>(base + std::size_t(k + 1) * size);
+        auto* b = reinterpret_cast<block*>(base + std::size_t(k) * size);
+        b->next = reinterpret_cast<block*>(base + std::size_t(k + 1) * size);
     }
     reinterpret_cast<block*>(base + std::size_t(count - 1) * size)->next = s->free;
     s->free = reinterpret_cast<block*>(base);
@@ -900,7 +901,9 @@ void free_slow(void* p) noexcept {
     remote_free(a, o.index, static_cast<block*>(p));
 }
 
-__attribute__((weak)) void foreign_free(void* p) noexcept { die("free of a pointer this allocator did not allocate", p); }
+__attribute__((weak)) void foreign_free(void* p) noexcept {
+    die("free of a pointer this allocator did not allocate", p);
+}
 
 bool owns(const void* p) noexcept {
     owner_info o;
@@ -1099,9 +1102,10 @@ void configure(std::size_t total_bytes, unsigned shards) {
     }
     std::size_t per = total_bytes / shards;
     if (per < min_shard_memory) {
-        throw std::invalid_argument(fmt::format(
-            "--memory {} bytes ({} MiB) over {} shard(s) leaves {} MiB per shard, below the minimum of {} MiB per shard",
-            total_bytes, total_bytes >> 20, shards, per >> 20, min_shard_memory >> 20));
+        throw std::invalid_argument(fmt::format("--memory {} bytes ({} MiB) over {} shard(s) leaves {} MiB per shard, "
+                                                "below the minimum of {} MiB per shard",
+                                                total_bytes, total_bytes >> 20, shards, per >> 20,
+                                                min_shard_memory >> 20));
     }
     g_budget.store(per, std::memory_order_relaxed);
 }

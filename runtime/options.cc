@@ -1,8 +1,11 @@
 #include "runtime/options.hh"
 
+#include "runtime/memory.hh"
+
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 
 namespace reef {
@@ -175,9 +178,76 @@ smp_options smp_cli_options::to_smp_options() const {
     return o;
 }
 
+std::size_t parse_memory_size(const std::string& s) {
+    auto bad = [&] {
+        return std::invalid_argument(fmt::format("invalid memory size '{}' (expected a number with an optional K, M, G "
+                                                 "or T suffix, e.g. 512M)", s));
+    };
+    std::size_t i = 0;
+    std::size_t v = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+        if (v > (SIZE_MAX - 9) / 10) {
+            throw bad();
+        }
+        v = v * 10 + std::size_t(s[i] - '0');
+        ++i;
+    }
+    if (i == 0) {
+        throw bad();
+    }
+    unsigned shift = 0;
+    if (i < s.size()) {
+        switch (s[i]) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        case 't': case 'T': shift = 40; break;
+        default: throw bad();
+        }
+        ++i;
+        if (i < s.size() && (s[i] == 'i' || s[i] == 'I')) {
+            ++i;
+        }
+        if (i < s.size() && (s[i] == 'b' || s[i] == 'B')) {
+            ++i;
+        }
+    }
+    if (i != s.size() || (shift && v > (SIZE_MAX >> shift))) {
+        throw bad();
+    }
+    return v << shift;
+}
+
+void memory_cli_options::register_options(CLI::App& app) {
+    app.add_option("--memory", memory,
+                   "Memory for all shards together, split evenly, e.g. 4G (default: no limit); an allocation over a "
+                   "shard's share first asks caches to give memory back, then fails")
+        ->check([](const std::string& v) -> std::string {
+            try {
+                parse_memory_size(v);
+                return {};
+            } catch (const std::invalid_argument& e) {
+                return e.what();
+            }
+        })
+        ->group("Memory options");
+}
+
+void memory_cli_options::apply(unsigned shards) const {
+    if (memory.empty()) {
+        return;
+    }
+    try {
+        memory::configure(parse_memory_size(memory), shards);
+    } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(fmt::format("--memory {}: {}", memory, e.what()));
+    }
+}
+
 void runtime_options::register_options(CLI::App& app) {
     reactor.register_options(app);
     smp.register_options(app);
+    memory.register_options(app);
     log.register_options(app);
 }
 

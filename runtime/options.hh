@@ -86,11 +86,29 @@ struct smp_cli_options {
     smp_options to_smp_options() const;
 };
 
+/// Parse a byte size: a whole number with an optional binary suffix K, M, G or T (e.g. "512M",
+/// "4G"). Throws std::invalid_argument naming the bad value.
+std::size_t parse_memory_size(const std::string& s);
+
+/// Memory: how much the shards may use.
+struct memory_cli_options {
+    std::string memory;  ///< --memory: total for all shards, split evenly (default: no limit)
+
+    /// Add the option to `app` (section "Memory options").
+    void register_options(CLI::App& app);
+
+    /// Apply the budget to the allocator for `shards` shards (memory::configure). Throws
+    /// std::invalid_argument naming the value when it is malformed or below the per-shard minimum.
+    /// Does nothing when --memory was not given.
+    void apply(unsigned shards) const;
+};
+
 /// Every standard runtime option. Register them all on an app with register_options(), parse,
 /// then read the groups.
 struct runtime_options {
     reactor_options reactor;
     smp_cli_options smp;
+    memory_cli_options memory;
     log_options log;
 
     void register_options(CLI::App& app);

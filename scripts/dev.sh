@@ -28,13 +28,13 @@ REEF_PACKAGES="build-essential meson ninja-build ccache pkg-config
 # Build directories and their options. `build/` keeps assertions (tests want them); benchmarks
 # use a separate release tree so `test` and `bench` never reconfigure each other.
 BUILD_DIR=build
-BUILD_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true)
+BUILD_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true -Dallocator=reef)
 ASAN_DIR=build-asan
 # shellcheck disable=SC2054  # the comma belongs to the option value
 ASAN_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
     -Dbenchmarks=false)
 RELEASE_DIR=build-release
-RELEASE_OPTS=(-Dbuildtype=release -Db_ndebug=true -Dwerror=true -Dtests=false -Dbenchmarks=true)
+RELEASE_OPTS=(-Dbuildtype=release -Db_ndebug=true -Dwerror=true -Dtests=false -Dbenchmarks=true -Dallocator=reef)
 
 # The main job: the runtime demo until the memcached dataplane (issue 8) exists.
 MAIN_JOB="$BUILD_DIR/apps/demo/reef-demo"
@@ -213,11 +213,12 @@ cmd_test() {
 
 # --- bench --------------------------------------------------------------------------------------
 
-# Benchmark scripts: tests/bench/run_*.sh and tests/bench/*.py, and tests/perf/run.sh. Found at
-# run time, so a new benchmark only has to be dropped into place.
+# Benchmark scripts: tests/perf/run.sh and tests/perf/run_*.sh (microbenchmarks), then
+# tests/bench/run_*.sh and tests/bench/*.py (system benchmarks). Found at run time, so a new
+# benchmark only has to be dropped into place. Each takes the build directory as its argument.
 bench_scripts() {
     local f
-    for f in tests/bench/run_*.sh tests/bench/*.py tests/perf/run.sh; do
+    for f in tests/perf/run.sh tests/perf/run_*.sh tests/bench/run_*.sh tests/bench/*.py; do
         [[ -f $f ]] && printf '%s\n' "$f"
     done
     return 0
@@ -232,7 +233,7 @@ cmd_bench() {
     out=$(cd "$out" && pwd)
     local scripts
     mapfile -t scripts < <(bench_scripts)
-    [[ ${#scripts[@]} -gt 0 ]] || die "no benchmark scripts found (tests/bench/run_*.sh, tests/bench/*.py, tests/perf/run.sh)"
+    [[ ${#scripts[@]} -gt 0 ]] || die "no benchmark scripts found (tests/perf/run*.sh, tests/bench/run_*.sh, tests/bench/*.py)"
     local summary=() failed=0 s rc
     for s in "${scripts[@]}"; do
         say "benchmark $s (results in $out)"

@@ -176,7 +176,8 @@ TEST(memory, reallocate_keeps_contents) {
     for (std::size_t i = 1; i < steps.size(); ++i) {
         void* q = memory::reallocate(p, steps[i]);
         ASSERT_NE(q, nullptr);
-        EXPECT_TRUE(check(q, std::min(steps[i - 1], steps[i]), std::uint32_t(i - 1))) << steps[i - 1] << " -> " << steps[i];
+        EXPECT_TRUE(check(q, std::min(steps[i - 1], steps[i]), std::uint32_t(i - 1)))
+            << steps[i - 1] << " -> " << steps[i];
         fill(q, steps[i], std::uint32_t(i));
         p = q;
     }

@@ -358,3 +358,30 @@ TEST(options, too_many_shards_or_missing_cpus_give_2_with_a_reason) {
         EXPECT_NE(r.err.find("--cpuset"), std::string::npos) << r.err;
     }
 }
+
+TEST(options, memory_sizes) {
+    EXPECT_EQ(parse_memory_size("4096"), 4096u);
+    EXPECT_EQ(parse_memory_size("512M"), 512u << 20);
+    EXPECT_EQ(parse_memory_size("4G"), std::size_t(4) << 30);
+    EXPECT_EQ(parse_memory_size("2GiB"), std::size_t(2) << 30);
+    EXPECT_EQ(parse_memory_size("1t"), std::size_t(1) << 40);
+    for (const char* bad : {"", "G", "1.5G", "12X", "-1", "1GG", "99999999999999999999"}) {
+        EXPECT_THROW(parse_memory_size(bad), std::invalid_argument) << bad;
+    }
+}
+
+TEST(options, memory_below_the_shard_minimum_or_malformed_gives_2) {
+    {
+        app_template app("test_options", "test");
+        auto r = run_app(app, {"--smp", "1", "--memory", "1M"});
+        EXPECT_EQ(r.code, 2);
+        EXPECT_FALSE(r.main_ran);
+        EXPECT_NE(r.err.find("--memory 1M"), std::string::npos) << r.err;
+    }
+    {
+        app_template app("test_options", "test");
+        auto r = run_app(app, {"--memory", "12X"});
+        EXPECT_EQ(r.code, 2);
+        EXPECT_NE(r.err.find("--memory"), std::string::npos) << r.err;
+    }
+}
