@@ -89,9 +89,13 @@ private:
     // promise::move_from() assigns over a fresh (pending) _local_state, and reports _ex here.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
     void destroy() noexcept {
-        if (_st == status::result) {
-            _v.~value_type();
-        } else if (_st == status::exception) {
+        if constexpr (!std::is_trivially_destructible_v<value_type>) {
+            if (_st == status::result) {
+                _v.~value_type();
+                return;
+            }
+        }
+        if (_st == status::exception) {
             report_ignored_exception(_ex);
             _ex.~exception_ptr();
         }
@@ -564,6 +568,13 @@ public:
     /// Wait for the value and return it, or throw the exception. Inside a reef::thread an unready
     /// future suspends the thread; anywhere else an unready future is misuse.
     internal::value_or_monostate<T> get_value() {
+        if (_state.state() == state_type::status::result) [[likely]] {
+            return _state.take_value();
+        }
+        return get_value_slow();
+    }
+    // Out of line so the ready path above inlines into callers.
+    [[gnu::noinline]] internal::value_or_monostate<T> get_value_slow() {
         wait();
         check_valid("future consumed twice (get() after then/get/co_await)");
         if (_state.failed()) {
@@ -604,6 +615,12 @@ public:
               typename R = typename internal::then_result<std::decay_t<Func>, T>::type,
               typename Result = futurize_t<R>>
     Result then(Func&& func) noexcept {
+        // The common case first: a value is here and the quota is not used up.
+        if (_state.state() == state_type::status::result && !need_preempt()) [[likely]] {
+            return futurize<R>::invoke([&]() -> decltype(auto) {
+                return internal::call_with_value<T>::call(func, _state.take_value());
+            });
+        }
         if (!_state.valid()) [[unlikely]] {
             return Result(internal::exception_tag{},
                           misuse_exception("future consumed twice (then() on a future already awaited)"));
