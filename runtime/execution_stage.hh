@@ -6,15 +6,18 @@
 //
 // A call queues its arguments and returns a future; the first call of a batch schedules one flush
 // task in the caller's scheduling group, which runs every call queued by then (each call's result
-// goes to its future). The flush task is queued behind the tasks already waiting in that group, so
-// batching delays a call by at most the work queued ahead of it; a flush yields when the task
-// quota ends and continues in the group's next slice. A stage object belongs to one shard
-// (declare it thread_local).
+// goes to its future). The stage also registers a reactor poller, polled as soon as the current
+// task batch ends: a batch still waiting then is moved to the front of its group's run queue. So
+// batching never delays a call past the end of the quota it was made in (plus, when several groups
+// compete, the time until its group is scheduled again), however long the group's run queue is.
+// A long batch yields at the quota and continues in the group's next slice. A stage object
+// belongs to one shard and must be created on a reactor thread (declare it thread_local).
 #pragma once
 
 #include "runtime/circular_buffer.hh"
 #include "runtime/future.hh"
 #include "runtime/preempt.hh"
+#include "runtime/reactor.hh"
 #include "runtime/task.hh"
 
 #include <array>
@@ -29,7 +32,7 @@ namespace reef {
 
 struct execution_stage_stats {
     std::uint64_t calls = 0;          // calls queued
-    std::uint64_t batches = 0;        // flush tasks run
+    std::uint64_t batches = 0;        // flushes that ran calls
     std::uint64_t calls_executed = 0; // calls run by flushes
     double average_batch() const noexcept { return batches ? double(calls_executed) / double(batches) : 0; }
 };
@@ -48,42 +51,82 @@ class concrete_execution_stage {
     struct flush_task final : task {
         concrete_execution_stage* stage = nullptr;
         per_group* group = nullptr;
-        void run_and_dispose() noexcept override { stage->flush(*group); }  // reused, never freed
+        bool urgent = false;
+        void run_and_dispose() noexcept override { stage->flush(*group, urgent); }  // reused, never freed
     };
     struct per_group {
         circular_buffer<work_item> queue;
-        flush_task flusher;
+        flush_task flusher;         // queued behind the group's waiting tasks by the first call
+        flush_task urgent_flusher;  // queued at the front by the poller when a task batch ends
         bool scheduled = false;
+        bool urgent_scheduled = false;
+    };
+
+    // Polled at the end of every task batch: a batch still waiting then moves to the front of its
+    // group's run queue, so it starts in the group's next slice instead of behind its queue.
+    class quota_end_flusher final : public pollfn {
+        concrete_execution_stage& _stage;
+
+    public:
+        explicit quota_end_flusher(concrete_execution_stage& s) : _stage(s) {}
+        bool poll() override {
+            if (_stage._pending == 0) {
+                return false;
+            }
+            bool promoted = false;
+            for (auto& g : _stage._groups) {
+                if (!g.queue.empty() && !g.urgent_scheduled) {
+                    g.urgent_scheduled = true;
+                    schedule_urgent(&g.urgent_flusher);
+                    promoted = true;
+                }
+            }
+            return promoted;
+        }
+        bool pure_poll() override { return false; }  // calls pending have a flush task queued
     };
 
     std::string _name;
     std::function<Ret(Args...)> _fn;
     std::array<per_group, max_scheduling_groups> _groups;
     execution_stage_stats _stats;
+    std::size_t _pending = 0;  // calls queued in all groups
+    poller _poller;
 
-    void flush(per_group& g) noexcept {
+    void flush(per_group& g, bool urgent) noexcept {
+        (urgent ? g.urgent_scheduled : g.scheduled) = false;
+        if (g.queue.empty()) {
+            return;  // the other flush task ran the batch
+        }
         ++_stats.batches;
         while (!g.queue.empty()) {
             work_item wi = std::move(g.queue.front());
             g.queue.pop_front();
+            --_pending;
             ++_stats.calls_executed;
             std::apply([&](Args&... a) { return futurize_invoke(_fn, std::move(a)...); }, wi.args)
                 .forward_to(std::move(wi.pr));
             if (need_preempt() && !g.queue.empty()) {
-                // Quota is over: the rest of the batch runs in the group's next slice.
-                schedule(&g.flusher);
+                // Quota is over: the rest runs in the group's next slice (promoted by the poller).
+                if (!g.scheduled) {
+                    g.scheduled = true;
+                    schedule(&g.flusher);
+                }
                 return;
             }
         }
-        g.scheduled = false;
     }
 
 public:
-    concrete_execution_stage(std::string name, std::function<Ret(Args...)> fn) : _name(std::move(name)), _fn(std::move(fn)) {
+    concrete_execution_stage(std::string name, std::function<Ret(Args...)> fn)
+        : _name(std::move(name)), _fn(std::move(fn)), _poller(std::make_unique<quota_end_flusher>(*this)) {
         for (unsigned i = 0; i < max_scheduling_groups; ++i) {
-            _groups[i].flusher.stage = this;
-            _groups[i].flusher.group = &_groups[i];
-            _groups[i].flusher.set_group(scheduling_group(i));
+            for (auto* f : {&_groups[i].flusher, &_groups[i].urgent_flusher}) {
+                f->stage = this;
+                f->group = &_groups[i];
+                f->set_group(scheduling_group(i));
+            }
+            _groups[i].urgent_flusher.urgent = true;
         }
     }
     concrete_execution_stage(const concrete_execution_stage&) = delete;
@@ -94,6 +137,7 @@ public:
     return_type operator()(Args... args) {
         auto& g = _groups[current_scheduling_group().id()];
         ++_stats.calls;
+        ++_pending;
         auto& wi = g.queue.emplace_back(work_item{std::tuple<Args...>(std::move(args)...), promise_type()});
         auto f = wi.pr.get_future();
         if (!g.scheduled) {

@@ -90,8 +90,11 @@ void quota_signal_handler(int) {
 std::atomic<std::uint64_t> g_pending_signals{0};
 std::atomic<reactor*> g_signal_reactor{nullptr};
 
+// Signals 1..64 map to bits 0..63 (1 << 64 would be undefined).
+constexpr std::uint64_t signal_bit(int signo) noexcept { return std::uint64_t(1) << (signo - 1); }
+
 void forwarding_signal_handler(int signo) {
-    g_pending_signals.fetch_or(std::uint64_t(1) << signo, std::memory_order_relaxed);
+    g_pending_signals.fetch_or(signal_bit(signo), std::memory_order_relaxed);
     if (auto* r = g_signal_reactor.load(std::memory_order_relaxed)) {
         r->wakeup();
     }
@@ -322,7 +325,7 @@ bool reactor::check_signals() {
     }
     std::uint64_t pending = g_pending_signals.exchange(0, std::memory_order_relaxed);
     for (int s = 1; s < int(_signal_handlers.size()); ++s) {
-        if ((pending & (std::uint64_t(1) << s)) && _signal_handlers[s]) {
+        if ((pending & signal_bit(s)) && _signal_handlers[s]) {
             _signal_handlers[s]();
         }
     }

@@ -98,3 +98,29 @@ REEF_TEST(execution_stage, long_batches_yield_at_the_quota) {
     EXPECT_GT(slow.get_stats().batches, 5u);
     EXPECT_EQ(slow.get_stats().calls_executed, 50u);
 }
+
+REEF_TEST(execution_stage, a_long_run_queue_does_not_delay_the_batch_past_the_quota) {
+    int fillers_run = 0;
+    int fillers_before_flush = -1;
+    auto stage = make_execution_stage("bounded", [&](int) { fillers_before_flush = fillers_run; });
+    // 200 tasks of 50 us each (10 ms, 20 quotas of work) queued ahead of the batch's flush task.
+    promise<> all_done;
+    int remaining = 200;
+    for (int i = 0; i < 200; ++i) {
+        schedule(make_task([&] {
+            auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+            while (std::chrono::steady_clock::now() < end) {
+            }
+            ++fillers_run;
+            if (--remaining == 0) {
+                all_done.set_value();
+            }
+        }));
+    }
+    auto f = stage(1);
+    co_await std::move(f);
+    co_await all_done.get_future();
+    // The batch ran when the first quota ended (about 10 fillers in), not after all 200.
+    EXPECT_GE(fillers_before_flush, 0);
+    EXPECT_LT(fillers_before_flush, 100);
+}
