@@ -48,11 +48,25 @@ class concrete_execution_stage {
     };
 
     struct per_group;
+    struct shared_state;
+    // Embedded in the stage's (heap-allocated) state and reused; a flush task may still sit in the
+    // reactor's queue when the stage is destroyed, so the state outlives the stage until the last
+    // queued flush task has run.
     struct flush_task final : task {
-        concrete_execution_stage* stage = nullptr;
+        shared_state* st = nullptr;
         per_group* group = nullptr;
         bool urgent = false;
-        void run_and_dispose() noexcept override { stage->flush(*group, urgent); }  // reused, never freed
+        void run_and_dispose() noexcept override {
+            --st->queued;
+            (urgent ? group->urgent_scheduled : group->scheduled) = false;
+            if (!st->stage) {
+                if (st->queued == 0) {
+                    delete st;
+                }
+                return;
+            }
+            st->stage->flush(*group);
+        }
     };
     struct per_group {
         circular_buffer<work_item> queue;
@@ -60,6 +74,11 @@ class concrete_execution_stage {
         flush_task urgent_flusher;  // queued at the front by the poller when a task batch ends
         bool scheduled = false;
         bool urgent_scheduled = false;
+    };
+    struct shared_state {
+        std::array<per_group, max_scheduling_groups> groups;
+        concrete_execution_stage* stage = nullptr;  // nullptr once the stage is destroyed
+        unsigned queued = 0;                        // flush tasks in the reactor's queues
     };
 
     // Polled at the end of every task batch: a batch still waiting then moves to the front of its
@@ -74,9 +93,10 @@ class concrete_execution_stage {
                 return false;
             }
             bool promoted = false;
-            for (auto& g : _stage._groups) {
+            for (auto& g : _stage._st->groups) {
                 if (!g.queue.empty() && !g.urgent_scheduled) {
                     g.urgent_scheduled = true;
+                    ++_stage._st->queued;
                     schedule_urgent(&g.urgent_flusher);
                     promoted = true;
                 }
@@ -88,13 +108,18 @@ class concrete_execution_stage {
 
     std::string _name;
     std::function<Ret(Args...)> _fn;
-    std::array<per_group, max_scheduling_groups> _groups;
+    shared_state* _st;
     execution_stage_stats _stats;
     std::size_t _pending = 0;  // calls queued in all groups
     poller _poller;
 
-    void flush(per_group& g, bool urgent) noexcept {
-        (urgent ? g.urgent_scheduled : g.scheduled) = false;
+    void schedule_flush(per_group& g) noexcept {
+        g.scheduled = true;
+        ++_st->queued;
+        schedule(&g.flusher);
+    }
+
+    void flush(per_group& g) noexcept {
         if (g.queue.empty()) {
             return;  // the other flush task ran the batch
         }
@@ -109,8 +134,7 @@ class concrete_execution_stage {
             if (need_preempt() && !g.queue.empty()) {
                 // Quota is over: the rest runs in the group's next slice (promoted by the poller).
                 if (!g.scheduled) {
-                    g.scheduled = true;
-                    schedule(&g.flusher);
+                    schedule_flush(g);
                 }
                 return;
             }
@@ -119,14 +143,27 @@ class concrete_execution_stage {
 
 public:
     concrete_execution_stage(std::string name, std::function<Ret(Args...)> fn)
-        : _name(std::move(name)), _fn(std::move(fn)), _poller(std::make_unique<quota_end_flusher>(*this)) {
+        : _name(std::move(name)), _fn(std::move(fn)), _st(new shared_state),
+          _poller(std::make_unique<quota_end_flusher>(*this)) {
+        _st->stage = this;
         for (unsigned i = 0; i < max_scheduling_groups; ++i) {
-            for (auto* f : {&_groups[i].flusher, &_groups[i].urgent_flusher}) {
-                f->stage = this;
-                f->group = &_groups[i];
+            auto& g = _st->groups[i];
+            for (auto* f : {&g.flusher, &g.urgent_flusher}) {
+                f->st = _st;
+                f->group = &g;
                 f->set_group(scheduling_group(i));
             }
-            _groups[i].urgent_flusher.urgent = true;
+            g.urgent_flusher.urgent = true;
+        }
+    }
+    /// Calls still queued are dropped: their futures fail with broken_promise.
+    ~concrete_execution_stage() {
+        _st->stage = nullptr;
+        for (auto& g : _st->groups) {
+            g.queue.clear();
+        }
+        if (_st->queued == 0) {
+            delete _st;
         }
     }
     concrete_execution_stage(const concrete_execution_stage&) = delete;
@@ -135,14 +172,13 @@ public:
     /// Queue a call; its result (or exception) arrives in the returned future. Arguments are
     /// moved into the queue.
     return_type operator()(Args... args) {
-        auto& g = _groups[current_scheduling_group().id()];
+        auto& g = _st->groups[current_scheduling_group().id()];
         ++_stats.calls;
         ++_pending;
         auto& wi = g.queue.emplace_back(work_item{std::tuple<Args...>(std::move(args)...), promise_type()});
         auto f = wi.pr.get_future();
         if (!g.scheduled) {
-            g.scheduled = true;
-            schedule(&g.flusher);
+            schedule_flush(g);
         }
         return f;
     }
