@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <memory>
+#include <stdexcept>
 
 namespace reef::testing {
 
@@ -22,6 +23,24 @@ struct yield_task final : task {
     }
 };
 }  // namespace internal_test
+
+/// An exception type of the tests' own, to check that exactly it travels through.
+struct custom_error : std::runtime_error {
+    custom_error() : std::runtime_error("custom") {}
+};
+
+/// Resolves to whether f fails with an E (false for a value or another exception).
+template <typename E, typename T>
+future<bool> fails_with(future<T> f) {
+    try {
+        co_await std::move(f);
+    } catch (const E&) {
+        co_return true;
+    } catch (...) {
+        co_return false;
+    }
+    co_return false;
+}
 
 /// Resolves after every task queued before the call has run (one trip through the run queue).
 inline future<> yield_once() {

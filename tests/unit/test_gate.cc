@@ -8,30 +8,12 @@
 #include <vector>
 
 using namespace reef;
+using reef::testing::custom_error;
+using reef::testing::fails_with;
 using namespace std::chrono_literals;
 using reef::testing::delay;
 using reef::testing::settle;
 using reef::testing::yield_once;
-
-namespace {
-
-struct custom_error : std::runtime_error {
-    custom_error() : std::runtime_error("custom") {}
-};
-
-template <typename E, typename T>
-future<bool> fails_with(future<T> f) {
-    try {
-        co_await std::move(f);
-    } catch (const E&) {
-        co_return true;
-    } catch (...) {
-        co_return false;
-    }
-    co_return false;
-}
-
-}  // namespace
 
 REEF_TEST(gate, close_without_holders_resolves_at_once) {
     gate g;

@@ -10,6 +10,8 @@
 #include <vector>
 
 using namespace reef;
+using reef::testing::custom_error;
+using reef::testing::fails_with;
 using namespace std::chrono_literals;
 using reef::testing::delay;
 using reef::testing::settle;
@@ -33,26 +35,6 @@ void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 #pragma GCC diagnostic pop
 
-namespace {
-
-struct custom_error : std::runtime_error {
-    custom_error() : std::runtime_error("custom") {}
-};
-
-// Awaits f and reports whether it failed with exception E.
-template <typename E, typename T>
-future<bool> fails_with(future<T> f) {
-    try {
-        co_await std::move(f);
-    } catch (const E&) {
-        co_return true;
-    } catch (...) {
-        co_return false;
-    }
-    co_return false;
-}
-
-}  // namespace
 
 REEF_TEST(semaphore, ready_path_does_not_allocate) {
     semaphore s(3);

@@ -8,28 +8,10 @@
 #include <vector>
 
 using namespace reef;
+using reef::testing::custom_error;
+using reef::testing::fails_with;
 using reef::testing::settle;
 using reef::testing::yield_once;
-
-namespace {
-
-struct custom_error : std::runtime_error {
-    custom_error() : std::runtime_error("custom") {}
-};
-
-template <typename E, typename T>
-future<bool> fails_with(future<T> f) {
-    try {
-        co_await std::move(f);
-    } catch (const E&) {
-        co_return true;
-    } catch (...) {
-        co_return false;
-    }
-    co_return false;
-}
-
-}  // namespace
 
 TEST(shared_mutex, try_lock_rules) {
     shared_mutex m;
