@@ -19,6 +19,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SELF="$ROOT/scripts/dev.sh"
 cd "$ROOT"
 
+# ccache (which meson uses when installed): share the cache between checkouts in different folders
+# (CI builds a fresh clone elsewhere), so a rebuild of unchanged sources is a cache hit.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
+
 # The Debian packages Reef builds and tests with. Later issues append to this list.
 REEF_PACKAGES="build-essential meson ninja-build ccache pkg-config
     libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev nlohmann-json3-dev
