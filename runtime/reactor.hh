@@ -167,6 +167,7 @@ private:
     std::array<task_queue, max_scheduling_groups> _queues;
     std::uint32_t _active_mask = 0;  // bit i: group i has tasks
     std::uint64_t _min_vruntime = 0; // vruntime of the group picked last
+    lowres_clock::time_point _batch_lowres_now{};  // refreshed by every poll and task batch
     std::vector<pollfn*> _pollers;
     internal::timer_set<steady_clock_type> _timers;
     internal::timer_set<lowres_clock> _lowres_timers;

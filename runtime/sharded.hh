@@ -38,6 +38,18 @@ struct is_sharded_parameter : std::false_type {};
 template <typename F, typename... A>
 struct is_sharded_parameter<sharded_parameter<F, A...>> : std::true_type {};
 
+// map_reduce0's (initial, reduce) as a map_reduce reducer object.
+template <typename Initial, typename Reduce>
+struct fold_reducer {
+    Initial acc;
+    Reduce op;
+    template <typename V>
+    void operator()(V&& v) {
+        acc = op(std::move(acc), std::forward<V>(v));
+    }
+    Initial get() { return std::move(acc); }
+};
+
 template <typename T>
 decltype(auto) unwrap_sharded_arg(T& arg) {
     if constexpr (is_sharded_parameter<std::decay_t<T>>::value) {
@@ -140,29 +152,8 @@ public:
     /// order with reduce(accumulator, value) starting from initial.
     template <typename Mapper, typename Initial, typename Reduce>
     future<Initial> map_reduce0(Mapper map, Initial initial, Reduce reduce) {
-        using R = typename futurize_t<std::invoke_result_t<Mapper, Service&>>::value_type;
-        std::vector<futurize_t<R>> fs;
-        fs.reserve(smp::count);
-        for (unsigned s = 0; s < smp::count; ++s) {
-            fs.push_back(invoke_on(s, map));
-        }
-        std::exception_ptr ex;
-        for (auto& f : fs) {
-            try {
-                auto v = co_await std::move(f);
-                if (!ex) {
-                    initial = reduce(std::move(initial), std::move(v));
-                }
-            } catch (...) {
-                if (!ex) {
-                    ex = std::current_exception();
-                }
-            }
-        }
-        if (ex) {
-            std::rethrow_exception(ex);
-        }
-        co_return initial;
+        // A reducer object over (initial, reduce): one implementation serves both forms.
+        return map_reduce(internal::fold_reducer<Initial, Reduce>{std::move(initial), std::move(reduce)}, std::move(map));
     }
 
     /// Like map_reduce0, with a reducer object: reducer(value) is called per result and

@@ -7,24 +7,9 @@
 #include <vector>
 
 using namespace reef;
+using reef::testing::fails_with;
 using reef::testing::settle;
 using reef::testing::yield_once;
-
-namespace {
-
-template <typename E, typename T>
-future<bool> fails_with(future<T> f) {
-    try {
-        co_await std::move(f);
-    } catch (const E&) {
-        co_return true;
-    } catch (...) {
-        co_return false;
-    }
-    co_return false;
-}
-
-}  // namespace
 
 REEF_TEST(pipe, write_then_read_in_order) {
     reef::pipe<int> p(4);

@@ -1,4 +1,5 @@
 #include "reactor_test.hh"
+#include "runtime/future_util.hh"
 #include "runtime/log.hh"
 #include "runtime/reactor.hh"
 #include "runtime/timer.hh"
@@ -20,13 +21,6 @@ using namespace reef;
 using namespace std::chrono_literals;
 
 namespace {
-
-future<> delay(steady_clock_type::duration d) {
-    promise<> pr;
-    timer<> t([&pr] { pr.set_value(); });
-    t.arm(d);
-    co_await pr.get_future();
-}
 
 double ms_since(steady_clock_type::time_point t0) {
     return std::chrono::duration<double, std::milli>(steady_clock_type::now() - t0).count();
@@ -70,7 +64,7 @@ public:
 TEST(reactor, run_reactor_returns_mains_value) {
     EXPECT_EQ(run_reactor(reef::testing::test_reactor_config(), [] { return make_ready_future<int>(17); }), 17);
     int code = run_reactor(reef::testing::test_reactor_config(), []() -> future<int> {
-        co_await delay(1ms);
+        co_await sleep(1ms);
         co_return 5;
     });
     EXPECT_EQ(code, 5);
@@ -79,7 +73,7 @@ TEST(reactor, run_reactor_returns_mains_value) {
 TEST(reactor, coroutine_lambda_captures_survive_suspension) {
     std::string greeting = "hello";
     int code = run_reactor(reef::testing::test_reactor_config(), [greeting]() -> future<int> {
-        co_await delay(1ms);
+        co_await sleep(1ms);
         co_return int(greeting.size());
     });
     EXPECT_EQ(code, 5);
@@ -88,7 +82,7 @@ TEST(reactor, coroutine_lambda_captures_survive_suspension) {
 TEST(reactor, exception_from_main_gives_1_and_is_logged) {
     log_capture logs;
     int code = run_reactor(reef::testing::test_reactor_config(), []() -> future<int> {
-        co_await delay(1ms);
+        co_await sleep(1ms);
         throw std::runtime_error("main went wrong");
     });
     EXPECT_EQ(code, 1);
@@ -116,7 +110,7 @@ REEF_TEST(reactor, tasks_run_in_order_and_urgent_first) {
     schedule(make_task([&] { order.push_back(1); }));
     schedule(make_task([&] { order.push_back(2); }));
     schedule_urgent(make_task([&] { order.push_back(0); }));
-    co_await delay(1ms);
+    co_await sleep(1ms);
     EXPECT_THAT(order, ::testing::ElementsAre(0, 1, 2));
 }
 
@@ -141,7 +135,7 @@ TEST(reactor, task_quota_option_sets_the_quota_timer) {
             co_await coroutine::maybe_yield();
             // Measure from the start of a batch: the periodic quota timer is not aligned to it,
             // but the first expiry cannot come later than one quota after the batch began.
-            co_await delay(1ms);
+            co_await sleep(1ms);
             auto t0 = steady_clock_type::now();
             while (!need_preempt() && ms_since(t0) < 5000) {
             }
@@ -180,9 +174,9 @@ TEST(reactor, stall_detector_logs_a_symbolized_backtrace) {
     cfg.stall_threshold = 10ms;
     reef::testing::run_in_reactor(
         []() -> future<> {
-            co_await delay(1ms);
+            co_await sleep(1ms);
             reef_test_stall_busy_function(60ms);
-            co_await delay(1ms);
+            co_await sleep(1ms);
             EXPECT_EQ(engine().get_stats().stalls, 1u);
         },
         cfg);
@@ -199,7 +193,7 @@ TEST(reactor, no_stall_report_below_the_threshold) {
     reef::testing::run_in_reactor(
         []() -> future<> {
             reef_test_stall_busy_function(20ms);
-            co_await delay(1ms);
+            co_await sleep(1ms);
             EXPECT_EQ(engine().get_stats().stalls, 0u);
         },
         cfg);
@@ -218,7 +212,7 @@ TEST(reactor, at_exit_hooks_run_in_reverse_order_and_survive_failures) {
         });
         engine().at_exit([&]() -> future<> {
             // An unready hook is waited for before the next one runs.
-            co_await delay(5ms);
+            co_await sleep(5ms);
             order.push_back(2);
         });
         engine().at_exit([&]() -> future<> {
@@ -313,7 +307,7 @@ REEF_TEST(reactor, handle_signal_runs_the_handler_on_the_reactor) {
     EXPECT_EQ(calls, 0);  // not in signal context: the handler waits for the reactor's poll
     auto deadline = steady_clock_type::now() + 5s;
     while (calls == 0 && steady_clock_type::now() < deadline) {
-        co_await delay(1ms);
+        co_await sleep(1ms);
     }
     EXPECT_EQ(calls, 1);
     EXPECT_THROW(engine().handle_signal(0, [] {}), std::invalid_argument);
@@ -326,7 +320,7 @@ TEST(reactor, sleep_policy_sleeps_and_still_fires_timers) {
         []() -> future<> {
             auto before = engine().get_stats();
             auto t0 = steady_clock_type::now();
-            co_await delay(20ms);
+            co_await sleep(20ms);
             double elapsed = ms_since(t0);
             auto after = engine().get_stats();
             EXPECT_GE(elapsed, 19.0);
@@ -342,7 +336,7 @@ TEST(reactor, poll_policy_never_sleeps) {
     reef::testing::run_in_reactor(
         []() -> future<> {
             auto t0 = steady_clock_type::now();
-            co_await delay(20ms);
+            co_await sleep(20ms);
             EXPECT_GE(ms_since(t0), 19.0);
             EXPECT_EQ(engine().get_stats().sleeps, 0u);
             EXPECT_GT(engine().get_stats().polls, 10u);
@@ -355,11 +349,11 @@ TEST(reactor, adaptive_policy_polls_before_sleeping) {
     cfg.idle_poll = 10s;  // longer than the test: it must never get to sleep
     reef::testing::run_in_reactor(
         []() -> future<> {
-            co_await delay(20ms);
+            co_await sleep(20ms);
             EXPECT_EQ(engine().get_stats().sleeps, 0u);
             // Switching at run time: with no polling time it sleeps at once.
             engine().set_idle_policy(idle_policy::adaptive, 0us);
-            co_await delay(20ms);
+            co_await sleep(20ms);
             EXPECT_GT(engine().get_stats().sleeps, 0u);
         },
         cfg);
@@ -424,11 +418,11 @@ TEST(reactor, pollers_run_every_iteration_until_unregistered) {
             int count = 0;
             {
                 poller p(std::make_unique<counting_poller>(&count));
-                co_await delay(5ms);
+                co_await sleep(5ms);
             }
             int after_unregister = count;
             EXPECT_GT(after_unregister, 0);
-            co_await delay(5ms);
+            co_await sleep(5ms);
             EXPECT_EQ(count, after_unregister);
         },
         config_with(idle_policy::poll));

@@ -1,5 +1,6 @@
 #include "reactor_test.hh"
 
+#include "runtime/future_util.hh"
 #include "runtime/scheduling.hh"
 #include "runtime/timer.hh"
 
@@ -27,13 +28,6 @@ future<> spin(scheduling_group sg, const bool* stop) {
     });
 }
 
-future<> sleep_for(std::chrono::milliseconds d) {
-    promise<> pr;
-    timer<> t([&pr] { pr.set_value(); });
-    t.arm(d);
-    co_await pr.get_future();
-}
-
 double runtime_ratio(scheduling_group a, scheduling_group b, std::chrono::nanoseconds a0, std::chrono::nanoseconds b0) {
     auto ra = scheduling_group_stats(a).runtime - a0;
     auto rb = scheduling_group_stats(b).runtime - b0;
@@ -49,7 +43,7 @@ REEF_TEST(scheduling, cpu_splits_by_shares_and_follows_changes) {
     auto fa = spin(a, &stop);
     auto fb = spin(b, &stop);
 
-    co_await sleep_for(1200ms);
+    co_await sleep(1200ms);
     double r = runtime_ratio(a, b, {}, {});
     EXPECT_NEAR(r, 1.0 / 3.0, 0.1 / 3.0) << "light:heavy CPU with shares 100:300";
 
@@ -58,7 +52,7 @@ REEF_TEST(scheduling, cpu_splits_by_shares_and_follows_changes) {
     auto b0 = scheduling_group_stats(b).runtime;
     co_await set_scheduling_group_shares(a, 300);
     co_await set_scheduling_group_shares(b, 100);
-    co_await sleep_for(1200ms);
+    co_await sleep(1200ms);
     double r2 = runtime_ratio(a, b, a0, b0);
     EXPECT_NEAR(r2, 3.0, 0.3) << "after set_shares(300, 100)";
 
@@ -80,7 +74,7 @@ REEF_TEST(scheduling, continuations_inherit_the_group) {
     std::vector<unsigned> seen;
     co_await with_scheduling_group(g, [&seen]() -> future<> {
         seen.push_back(current_scheduling_group().id());
-        co_await sleep_for(1ms);  // resumed by a timer callback: still in g
+        co_await sleep(1ms);  // resumed by a timer callback: still in g
         seen.push_back(current_scheduling_group().id());
         promise<> p;
         auto f = p.get_future().then([&seen] { seen.push_back(current_scheduling_group().id()); });

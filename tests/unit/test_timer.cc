@@ -1,4 +1,5 @@
 #include "reactor_test.hh"
+#include "runtime/future_util.hh"
 #include "runtime/timer.hh"
 
 #include <gmock/gmock.h>
@@ -14,13 +15,6 @@ using namespace reef;
 using namespace std::chrono_literals;
 
 namespace {
-
-future<> delay(steady_clock_type::duration d) {
-    promise<> pr;
-    timer<> t([&pr] { pr.set_value(); });
-    t.arm(d);
-    co_await pr.get_future();
-}
 
 double ms_since(steady_clock_type::time_point t0) {
     return std::chrono::duration<double, std::milli>(steady_clock_type::now() - t0).count();
@@ -39,7 +33,7 @@ REEF_TEST(timer, arm_fires_once_at_its_time) {
     t.arm(10ms);
     EXPECT_TRUE(t.armed());
     EXPECT_GE(t.get_timeout(), t0 + 10ms);
-    co_await delay(40ms);
+    co_await sleep(40ms);
     EXPECT_EQ(fired, 1);
     EXPECT_FALSE(t.armed());
     EXPECT_GE(when - t0, 10ms);  // never early
@@ -49,7 +43,7 @@ REEF_TEST(timer, arm_in_the_past_fires_promptly) {
     bool fired = false;
     timer<> t([&] { fired = true; });
     t.arm(steady_clock_type::now() - 1s);
-    co_await delay(1ms);
+    co_await sleep(1ms);
     EXPECT_TRUE(fired);
 }
 
@@ -60,7 +54,7 @@ REEF_TEST(timer, cancelled_timer_never_fires) {
     EXPECT_TRUE(t.cancel());
     EXPECT_FALSE(t.armed());
     EXPECT_FALSE(t.cancel());  // not armed any more
-    co_await delay(30ms);
+    co_await sleep(30ms);
     EXPECT_EQ(fired, 0);
 }
 
@@ -70,7 +64,7 @@ REEF_TEST(timer, rearm_earlier_fires_once_at_the_new_time) {
     auto t0 = steady_clock_type::now();
     t.arm(10s);
     t.rearm(steady_clock_type::now() + 5ms);
-    co_await delay(30ms);
+    co_await sleep(30ms);
     EXPECT_EQ(fired, 1);
     EXPECT_LT(ms_since(t0), 5000.0);
 }
@@ -80,10 +74,10 @@ REEF_TEST(timer, rearm_later_does_not_fire_at_the_old_time) {
     timer<> t([&] { ++fired; });
     t.arm(5ms);
     t.rearm(steady_clock_type::now() + 300ms);
-    co_await delay(20ms);
+    co_await sleep(20ms);
     EXPECT_EQ(fired, 0);
     EXPECT_TRUE(t.armed());
-    co_await delay(400ms);
+    co_await sleep(400ms);
     EXPECT_EQ(fired, 1);
 }
 
@@ -96,7 +90,7 @@ REEF_TEST(timer, rearm_from_its_own_callback) {
         }
     });
     t.arm(1ms);
-    co_await delay(50ms);
+    co_await sleep(50ms);
     EXPECT_EQ(fired, 3);
     EXPECT_FALSE(t.armed());
 }
@@ -107,14 +101,14 @@ REEF_TEST(timer, periodic_fires_repeatedly_until_cancelled) {
     auto t0 = steady_clock_type::now();
     t.arm_periodic(5ms);
     while (fired < 5 && ms_since(t0) < 5000) {
-        co_await delay(1ms);
+        co_await sleep(1ms);
     }
     EXPECT_GE(fired, 5);
     EXPECT_GE(ms_since(t0), 24.0);  // 5 periods, none early
     EXPECT_TRUE(t.armed());         // a periodic timer stays armed
     t.cancel();
     int at_cancel = fired;
-    co_await delay(20ms);
+    co_await sleep(20ms);
     EXPECT_EQ(fired, at_cancel);
 }
 
@@ -127,7 +121,7 @@ REEF_TEST(timer, periodic_cancelled_from_its_callback) {
         }
     });
     t.arm_periodic(2ms);
-    co_await delay(40ms);
+    co_await sleep(40ms);
     EXPECT_EQ(fired, 3);
     EXPECT_FALSE(t.armed());
 }
@@ -139,7 +133,7 @@ REEF_TEST(timer, lowres_timer_fires) {
     t.arm(10ms);
     auto deadline = steady_clock_type::now() + 5s;
     while (fired == 0 && steady_clock_type::now() < deadline) {
-        co_await delay(1ms);
+        co_await sleep(1ms);
     }
     EXPECT_EQ(fired, 1);
     EXPECT_GE(lowres_clock::now() - t0, 10ms);
@@ -149,7 +143,7 @@ REEF_TEST(timer, lowres_timer_fires) {
     p.arm_periodic(5ms);
     deadline = steady_clock_type::now() + 5s;
     while (periodic < 3 && steady_clock_type::now() < deadline) {
-        co_await delay(1ms);
+        co_await sleep(1ms);
     }
     EXPECT_GE(periodic, 3);
     p.cancel();
@@ -160,7 +154,7 @@ REEF_TEST(timer, lowres_timer_cancel) {
     timer<lowres_clock> t([&] { ++fired; });
     t.arm(5ms);
     t.cancel();
-    co_await delay(30ms);
+    co_await sleep(30ms);
     EXPECT_EQ(fired, 0);
 }
 
@@ -174,7 +168,7 @@ REEF_TEST(timer, expire_in_order_of_their_deadlines) {
         t->arm(base + i * 2ms);
         timers.push_back(std::move(t));
     }
-    co_await delay(80ms);
+    co_await sleep(80ms);
     EXPECT_THAT(order, ::testing::ElementsAre(0, 1, 2, 3, 4, 5, 6, 7, 8, 9));
 }
 
@@ -206,7 +200,7 @@ REEF_TEST(timer, many_timers_fire_in_deadline_order_and_cancelled_ones_never) {
             recs[i].t.reset();
         }
     }
-    co_await delay(60ms);
+    co_await sleep(60ms);
     EXPECT_EQ(fired.size(), size_t(n - (n + 2) / 3));
     EXPECT_TRUE(std::is_sorted(fired.begin(), fired.end()));
     for (int id : fired_ids) {
@@ -224,7 +218,7 @@ REEF_TEST(timer, destruction_cancels) {
         timer<lowres_clock> t([&] { ++fired; });
         t.arm(5ms);
     }
-    co_await delay(30ms);
+    co_await sleep(30ms);
     EXPECT_EQ(fired, 0);
 }
 
@@ -233,7 +227,7 @@ REEF_TEST(timer, callback_runs_in_the_timers_scheduling_group) {
     timer<> t(scheduling_group(5), [&] { seen = current_scheduling_group().id(); });
     EXPECT_EQ(t.group().id(), 5u);
     t.arm(1ms);
-    co_await delay(10ms);
+    co_await sleep(10ms);
     EXPECT_EQ(seen, 5u);
     EXPECT_EQ(current_scheduling_group().id(), 0u);
 }
@@ -245,9 +239,9 @@ REEF_TEST(timer, fired_timers_are_counted) {
     timer<> b([&] { ++fired; });
     a.arm(1ms);
     b.arm(2ms);
-    co_await delay(20ms);
+    co_await sleep(20ms);
     EXPECT_EQ(fired, 2);
-    // a, b and delay()'s own timer.
+    // a, b and sleep()'s own timer.
     EXPECT_EQ(engine().get_stats().timers_fired - before, 3u);
 }
 
