@@ -3,6 +3,7 @@
 #include "runtime/backtrace.hh"
 #include "runtime/coroutine.hh"
 #include "runtime/log.hh"
+#include "runtime/pollable_fd.hh"
 #include "runtime/syscall_pool.hh"
 
 #include <algorithm>
@@ -91,6 +92,9 @@ std::atomic<std::uint64_t> g_pending_signals{0};
 std::atomic<reactor*> g_signal_reactor{nullptr};
 
 // Signals 1..64 map to bits 0..63 (1 << 64 would be undefined).
+// Readiness events taken from epoll per call.
+constexpr int epoll_batch = 128;
+
 constexpr std::uint64_t signal_bit(int signo) noexcept { return std::uint64_t(1) << (signo - 1); }
 
 void forwarding_signal_handler(int signo) {
@@ -120,7 +124,7 @@ reactor::reactor(unsigned id, reactor_config cfg) : _id(id), _cfg(cfg) {
     }
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.fd = _wakefd;
+    ev.data.ptr = nullptr;  // the wake-up eventfd; registered descriptors carry their state
     ::epoll_ctl(_epollfd, EPOLL_CTL_ADD, _wakefd, &ev);
 
     // backtrace() loads libgcc's unwinder on first use; do it here, not in a signal handler.
@@ -498,12 +502,59 @@ bool reactor::expire_timers() {
     return work;
 }
 
+void reactor::register_fd(internal::pollable_fd_state* s) {
+    epoll_event ev{};
+    // Edge-triggered: the descriptor is added once and never modified; readiness hints in the
+    // state decide whether an operation tries the system call or waits for the next edge.
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = s;
+    if (::epoll_ctl(_epollfd, EPOLL_CTL_ADD, s->fd, &ev) != 0) {
+        throw errno_error("epoll_ctl(ADD)");
+    }
+    ++_registered_fds;
+}
+
+void reactor::unregister_fd(internal::pollable_fd_state* s) noexcept {
+    // Closing the descriptor removes it from epoll; deleting it explicitly covers descriptors
+    // that were dup()ed elsewhere, so no event can name a state that is gone.
+    ::epoll_ctl(_epollfd, EPOLL_CTL_DEL, s->fd, nullptr);
+    --_registered_fds;
+}
+
+void reactor::dispatch_epoll_events(const void* evs, int n) noexcept {
+    auto* events = static_cast<const epoll_event*>(evs);
+    for (int i = 0; i < n; ++i) {
+        auto* s = static_cast<internal::pollable_fd_state*>(events[i].data.ptr);
+        if (!s) {
+            std::uint64_t v;
+            [[maybe_unused]] auto r = ::read(_wakefd, &v, sizeof(v));
+            continue;
+        }
+        ++_stats.fd_events;
+        s->on_events(events[i].events);
+    }
+}
+
+bool reactor::poll_fds() {
+    ++_stats.fd_polls;
+    epoll_event events[epoll_batch];
+    int n = ::epoll_wait(_epollfd, events, epoll_batch, 0);
+    if (n <= 0) {
+        return false;
+    }
+    dispatch_epoll_events(events, n);
+    return true;
+}
+
 bool reactor::poll_once() {
     tick();
     _batch_lowres_now = lowres_clock::now();
     ++_stats.polls;
     bool work = expire_timers();
     work |= check_signals();
+    if (_registered_fds) {
+        work |= poll_fds();
+    }
     for (auto* p : _pollers) {
         work |= p->poll();
     }
@@ -578,14 +629,9 @@ void reactor::sleep_now() {
             }
             arm_quota_timer(false);
             ++_stats.sleeps;
-            epoll_event events[16];
-            int n = ::epoll_pwait2(_epollfd, events, 16, timeout, nullptr);
-            for (int i = 0; i < n; ++i) {
-                if (events[i].data.fd == _wakefd) {
-                    std::uint64_t v;
-                    [[maybe_unused]] auto r = ::read(_wakefd, &v, sizeof(v));
-                }
-            }
+            epoll_event events[epoll_batch];
+            int n = ::epoll_pwait2(_epollfd, events, epoll_batch, timeout, nullptr);
+            dispatch_epoll_events(events, n);
             _stats.idle_time += steady_clock_type::now() - now;
             arm_quota_timer(true);
         }

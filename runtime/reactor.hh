@@ -62,6 +62,7 @@ public:
 
 namespace internal {
 class syscall_pool;
+struct pollable_fd_state;
 }
 
 class reactor {
@@ -74,6 +75,8 @@ public:
         std::uint64_t stalls = 0;
         std::uint64_t quota_violations = 0;  // task batches that ran past 2x the quota
         std::chrono::nanoseconds idle_time{0};  // time spent asleep
+        std::uint64_t fd_polls = 0;    // non-blocking epoll_wait calls for registered descriptors
+        std::uint64_t fd_events = 0;   // readiness events delivered to descriptors
     };
 
     /// Create the reactor for the calling thread (which must not have one).
@@ -126,6 +129,13 @@ public:
     /// Pollers are not owned; unregister before destroying one.
     void register_poller(pollfn* p);
     void unregister_poller(pollfn* p) noexcept;
+
+    /// Descriptors driven by the reactor's epoll (see runtime/pollable_fd.hh, which calls these).
+    /// register_fd adds the descriptor edge-triggered for input, output and hang-up; throws
+    /// std::system_error if epoll refuses it.
+    void register_fd(internal::pollable_fd_state* s);
+    /// Forget a descriptor that is about to be closed.
+    void unregister_fd(internal::pollable_fd_state* s) noexcept;
 
     /// End the reactor's sleep. Thread-safe and async-signal-safe; cheap when it is not asleep.
     void wakeup() noexcept;
@@ -183,6 +193,7 @@ private:
 
     int _epollfd = -1;
     int _wakefd = -1;
+    std::size_t _registered_fds = 0;
     std::atomic<bool> _sleeping{false};
     std::atomic<std::uint64_t> _wakeup_writes{0};
 
@@ -203,6 +214,8 @@ private:
     void activate(task_queue& q, unsigned id) noexcept;
     unsigned pick_next_group() const noexcept;
     bool poll_once();
+    bool poll_fds();
+    void dispatch_epoll_events(const void* events, int n) noexcept;
     bool expire_timers();
     bool check_signals();
     bool pure_poll_all();

@@ -59,3 +59,10 @@ inline void run_in_reactor(std::function<future<>()> f, reactor_config cfg = tes
             co_return;                                        \
         }                                                     \
     } while (0)
+
+/// GTEST_SKIP for coroutine test bodies: records the skip with its reason and co_returns.
+#define REEF_SKIP(reason)                                                                   \
+    do {                                                                                    \
+        GTEST_MESSAGE_("Skipped", ::testing::TestPartResult::kSkip) << reason;              \
+        co_return;                                                                          \
+    } while (0)
