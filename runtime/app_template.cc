@@ -40,13 +40,37 @@ int app_template::run(int argc, char** argv, std::function<future<int>()> main) 
         return 2;
     }
     cfg.handle_termination_signals = true;
+    std::size_t started = 0;
+    auto run_after_stop = [&] {
+        for (std::size_t i = _after_stop.size(); i-- > 0;) {
+            _after_stop[i]();
+        }
+    };
     try {
-        return smp::run(smp_opts, cfg, std::move(main));
+        for (; started < _before_start.size(); ++started) {
+            _before_start[started](smp_opts, cfg);
+        }
+    } catch (const std::exception& e) {
+        std::cerr << _app.get_name() << ": " << e.what() << "\n";
+        run_after_stop();
+        return 2;
+    }
+    int code;
+    try {
+        code = smp::run(smp_opts, cfg, std::move(main));
     } catch (const std::exception& e) {
         // A shard could not start (no epoll, no POSIX timer, a reactor already on this thread).
         applog.error("{}: cannot start: {}", _app.get_name(), e.what());
-        return 1;
+        code = 1;
     }
+    run_after_stop();
+    return code;
 }
+
+void app_template::add_before_start(std::function<void(smp_options&, reactor_config&)> hook) {
+    _before_start.push_back(std::move(hook));
+}
+
+void app_template::add_after_stop(std::function<void()> hook) { _after_stop.push_back(std::move(hook)); }
 
 }  // namespace reef

@@ -18,17 +18,22 @@
 
 #include "runtime/future.hh"
 #include "runtime/options.hh"
+#include "runtime/reactor.hh"
+#include "runtime/smp.hh"
 
 #include <CLI/CLI.hpp>
 
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace reef {
 
 class app_template {
     CLI::App _app;
     runtime_options _opts;
+    std::vector<std::function<void(smp_options&, reactor_config&)>> _before_start;
+    std::vector<std::function<void()>> _after_stop;
 
 public:
     /// `name` is the program name shown in --help and error messages; `description` its first
@@ -43,6 +48,16 @@ public:
 
     /// The standard runtime options: their defaults before run(), the parsed values once main runs.
     const runtime_options& configuration() const noexcept { return _opts; }
+
+    /// Run `hook` after the options are parsed and before the shards start, on the thread that
+    /// becomes shard 0, with the shard and reactor configuration about to be used (it may amend
+    /// them, e.g. chain a shard_init). A hook that throws std::exception stops the program:
+    /// its message is printed and run() returns 2. Hooks run in the order they were added.
+    /// This is how the dataplane bootstrap starts DPDK's EAL on the main thread.
+    void add_before_start(std::function<void(smp_options&, reactor_config&)> hook);
+    /// Run `hook` after the shards have stopped (in reverse order of adding), e.g. to release
+    /// process-wide resources started by a before-start hook. Runs even when main failed.
+    void add_after_stop(std::function<void()> hook);
 
     /// Parse the command line, start the shards (the calling thread becomes shard 0), then run
     /// `main` on shard 0. Too many shards or a cpuset naming missing CPUs: message, exit code 2.

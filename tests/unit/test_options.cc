@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <initializer_list>
@@ -384,4 +385,46 @@ TEST(options, memory_below_the_shard_minimum_or_malformed_gives_2) {
         EXPECT_EQ(r.code, 2);
         EXPECT_NE(r.err.find("--memory"), std::string::npos) << r.err;
     }
+}
+
+TEST(options, before_start_hooks_amend_the_start_and_after_stop_hooks_run) {
+    app_template app("t", "test");
+    std::vector<std::string> order;
+    std::atomic<unsigned> shard_inits{0};
+    app.add_before_start([&](smp_options& o, reactor_config& cfg) {
+        order.push_back("before1");
+        o.smp = 2;
+        o.thread_affinity = false;
+        o.shard_init = [&](unsigned) { ++shard_inits; };
+        cfg.task_quota = 3ms;
+    });
+    app.add_before_start([&](smp_options&, reactor_config&) { order.push_back("before2"); });
+    app.add_after_stop([&] { order.push_back("after1"); });
+    app.add_after_stop([&] { order.push_back("after2"); });
+    reactor_config seen;
+    unsigned shards = 0;
+    command_line cl({});
+    int code = app.run(cl.argc(), cl.argv(), [&] {
+        order.push_back("main");
+        seen = engine().config();
+        shards = smp::count;
+        return make_ready_future<int>(5);
+    });
+    EXPECT_EQ(code, 5);
+    EXPECT_EQ(order, (std::vector<std::string>{"before1", "before2", "main", "after2", "after1"}));
+    EXPECT_EQ(shards, 2u);
+    EXPECT_EQ(seen.task_quota, 3ms);
+    EXPECT_GE(shard_inits.load(), 1u);
+}
+
+TEST(options, a_failing_before_start_hook_is_a_usage_error) {
+    app_template app("t", "test");
+    bool after = false;
+    app.add_before_start([](smp_options&, reactor_config&) { throw std::invalid_argument("--vdev 'x': no such driver"); });
+    app.add_after_stop([&] { after = true; });
+    auto r = run_app(app, {});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_FALSE(r.main_ran);
+    EXPECT_NE(r.err.find("--vdev 'x': no such driver"), std::string::npos) << r.err;
+    EXPECT_TRUE(after) << "after-stop hooks release what earlier hooks started";
 }
