@@ -627,13 +627,21 @@ void reactor::sleep_now() {
                 ts.tv_nsec = wait.count() % 1000000000;
                 timeout = &ts;
             }
-            arm_quota_timer(false);
+            // The quota timer keeps running into the sleep: a reactor that sleeps and wakes many
+            // times per quota (a server between requests) then pays no timer_settime calls. If
+            // the timer fires while we sleep, its signal ends the wait (EINTR); only then is it
+            // stopped, and the loop comes back here to sleep without it. It is restarted after a
+            // sleep it did not run through.
             ++_stats.sleeps;
             epoll_event events[epoll_batch];
             int n = ::epoll_pwait2(_epollfd, events, epoll_batch, timeout, nullptr);
+            if (n < 0 && errno == EINTR && _quota_timer_armed) {
+                arm_quota_timer(false);
+            } else if (!_quota_timer_armed) {
+                arm_quota_timer(true);
+            }
             dispatch_epoll_events(events, n);
             _stats.idle_time += steady_clock_type::now() - now;
-            arm_quota_timer(true);
         }
         _sleeping.store(false, std::memory_order_relaxed);
     }
@@ -652,6 +660,9 @@ int reactor::run() {
         bool work = poll_once();
         if (work || have_tasks()) {
             _idle_since = {};
+            if (!_quota_timer_armed) [[unlikely]] {
+                arm_quota_timer(true);  // stopped during an idle sleep (see sleep_now)
+            }
             continue;
         }
         maybe_sleep();

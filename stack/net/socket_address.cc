@@ -389,7 +389,14 @@ inet_address socket_address::addr() const noexcept {
 
 std::string socket_address::path() const {
     auto [abstract, name] = unix_name(*this);
-    return abstract ? "@" + std::string(name) : std::string(name);
+    // Built piecewise: `"@" + std::string(name)` trips GCC 12's -Wrestrict false positive at -O3.
+    std::string p;
+    p.reserve(name.size() + 1);
+    if (abstract) {
+        p.push_back('@');
+    }
+    p.append(name);
+    return p;
 }
 
 bool socket_address::is_unspecified() const noexcept {

@@ -96,7 +96,10 @@ void network_stack_options::register_options(CLI::App& app) {
 
 future<> start_network_stack(network_stack_options opts) {
     auto factory = find_factory(opts.stack);  // throws before any shard changes
-    co_await smp::invoke_on_all([factory, opts] { return start_local_stack(factory, opts); });
+    // Named first: GCC 12 destroys a temporary closure with non-trivial captures inside a
+    // co_await expression twice (runtime/coroutine.hh).
+    auto started = smp::invoke_on_all([factory, opts] { return start_local_stack(factory, opts); });
+    co_await std::move(started);
 }
 
 }  // namespace reef::net

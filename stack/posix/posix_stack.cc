@@ -101,7 +101,10 @@ public:
         : _conn(std::move(c)), _buffer_size(std::max<std::size_t>(buffer_size, 512)) {}
 
     future<temporary_buffer<char>> get() override {
-        _buf = temporary_buffer<char>(_buffer_size);
+        // The buffer of the last read is reused when its bytes were copied out (a small read).
+        if (_buf.size() != _buffer_size) {
+            _buf = temporary_buffer<char>(_buffer_size);
+        }
         auto f = _conn->fd.read_some(_buf.get_write(), _buf.size());
         if (f.available() && !f.failed()) [[likely]] {
             return make_ready_future<temporary_buffer<char>>(take(f.get()));

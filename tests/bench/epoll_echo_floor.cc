@@ -1,0 +1,253 @@
+// epoll_echo_floor: the baseline of the echo benchmark. The least work a kernel-socket TCP echo
+// server can do per request, written by hand without Reef: one thread, a level-triggered epoll set,
+// read into one static buffer and write the same bytes straight back. tests/bench/run_echo.sh
+// divides Reef's server CPU time per request by this program's, so it is kept lean (no
+// allocation per request, one read and one write system call per batch of received bytes) but
+// correct: partial writes keep the unsent bytes per connection and wait for EPOLLOUT, and the
+// connection reads nothing more until they are gone (so a client that does not read cannot make
+// the server buffer without limit).
+//
+// Usage: epoll_echo_floor [--address A] [--port P]   (default 127.0.0.1:7000; port 0 picks one)
+// Prints "ready <address>:<port>" on stdout once listening. Stops on SIGINT/SIGTERM.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+volatile std::sig_atomic_t stop_requested = 0;
+
+void on_signal(int) { stop_requested = 1; }
+
+[[noreturn]] void die(const char* what) {
+    std::fprintf(stderr, "epoll_echo_floor: %s: %s\n", what, std::strerror(errno));
+    std::exit(1);
+}
+
+// Bytes a connection could not write yet. Only connections with a short write have one.
+struct pending {
+    std::vector<char> data;
+    std::size_t sent = 0;
+};
+
+constexpr std::size_t buffer_size = 16384;
+char buffer[buffer_size];
+
+class floor_server {
+    int _ep;
+    int _listener;
+    std::unordered_map<int, pending> _pending;
+
+    void close_conn(int fd) {
+        _pending.erase(fd);
+        ::close(fd);  // also removes it from the epoll set
+    }
+
+    void accept_all() {
+        for (;;) {
+            int fd = ::accept4(_listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                    return;
+                }
+                if (errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) {
+                    std::fprintf(stderr, "epoll_echo_floor: accept: %s\n", std::strerror(errno));
+                    return;
+                }
+                die("accept4");
+            }
+            // Same as the posix stack does for accepted sockets: echo replies must not wait for
+            // Nagle.
+            int one = 1;
+            ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            epoll_event ev{};
+            ev.events = EPOLLIN;
+            ev.data.fd = fd;
+            if (::epoll_ctl(_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+                die("epoll_ctl(ADD)");
+            }
+        }
+    }
+
+    // Write [p, p+n); keep what the socket did not take and switch the fd to EPOLLOUT.
+    // Returns false if the connection failed and was closed.
+    bool send_or_keep(int fd, const char* p, std::size_t n) {
+        while (n) {
+            ssize_t w = ::write(fd, p, n);
+            if (w < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    break;
+                }
+                close_conn(fd);
+                return false;
+            }
+            p += w;
+            n -= std::size_t(w);
+        }
+        if (n) {
+            auto& pd = _pending[fd];
+            pd.data.assign(p, p + n);
+            pd.sent = 0;
+            epoll_event ev{};
+            ev.events = EPOLLOUT;
+            ev.data.fd = fd;
+            if (::epoll_ctl(_ep, EPOLL_CTL_MOD, fd, &ev) < 0) {
+                die("epoll_ctl(MOD)");
+            }
+        }
+        return true;
+    }
+
+    void on_readable(int fd) {
+        ssize_t r = ::read(fd, buffer, buffer_size);
+        if (r > 0) {
+            send_or_keep(fd, buffer, std::size_t(r));
+        } else if (r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            close_conn(fd);
+        }
+    }
+
+    void on_writable(int fd) {
+        auto it = _pending.find(fd);
+        if (it == _pending.end()) {
+            return;
+        }
+        auto& pd = it->second;
+        while (pd.sent < pd.data.size()) {
+            ssize_t w = ::write(fd, pd.data.data() + pd.sent, pd.data.size() - pd.sent);
+            if (w < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    return;
+                }
+                close_conn(fd);
+                return;
+            }
+            pd.sent += std::size_t(w);
+        }
+        _pending.erase(it);
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.fd = fd;
+        if (::epoll_ctl(_ep, EPOLL_CTL_MOD, fd, &ev) < 0) {
+            die("epoll_ctl(MOD)");
+        }
+    }
+
+public:
+    floor_server(int ep, int listener) : _ep(ep), _listener(listener) {}
+
+    void run() {
+        constexpr int max_events = 256;
+        epoll_event events[max_events];
+        while (!stop_requested) {
+            int n = ::epoll_wait(_ep, events, max_events, -1);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                die("epoll_wait");
+            }
+            for (int i = 0; i < n; ++i) {
+                int fd = events[i].data.fd;
+                if (fd == _listener) {
+                    accept_all();
+                } else if (events[i].events & EPOLLOUT) {
+                    on_writable(fd);
+                } else {
+                    // EPOLLIN, or EPOLLHUP/EPOLLERR: the read reports EOF or the error.
+                    on_readable(fd);
+                }
+            }
+        }
+    }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string address = "127.0.0.1";
+    int port = 7000;
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a == "--address" && i + 1 < argc) {
+            address = argv[++i];
+        } else if (a == "--port" && i + 1 < argc) {
+            char* end = nullptr;
+            long v = std::strtol(argv[++i], &end, 10);
+            if (*end != '\0' || v < 0 || v > 65535) {
+                std::fprintf(stderr, "epoll_echo_floor: --port: '%s' is not a port 0-65535\n", argv[i]);
+                return 2;
+            }
+            port = int(v);
+        } else {
+            std::fprintf(stderr, "usage: epoll_echo_floor [--address IPV4] [--port P]\n");
+            return 2;
+        }
+    }
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(std::uint16_t(port));
+    if (::inet_pton(AF_INET, address.c_str(), &sa.sin_addr) != 1) {
+        std::fprintf(stderr, "epoll_echo_floor: --address: '%s' is not an IPv4 address\n", address.c_str());
+        return 2;
+    }
+
+    struct sigaction act {};
+    act.sa_handler = on_signal;  // no SA_RESTART: epoll_wait returns EINTR and the loop ends
+    ::sigaction(SIGINT, &act, nullptr);
+    ::sigaction(SIGTERM, &act, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+
+    int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (listener < 0) {
+        die("socket");
+    }
+    int one = 1;
+    ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(listener, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0) {
+        die("bind");
+    }
+    if (::listen(listener, 1024) < 0) {
+        die("listen");
+    }
+    socklen_t len = sizeof(sa);
+    ::getsockname(listener, reinterpret_cast<sockaddr*>(&sa), &len);
+
+    int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) {
+        die("epoll_create1");
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = listener;
+    if (::epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev) < 0) {
+        die("epoll_ctl(ADD listener)");
+    }
+
+    std::printf("ready %s:%u\n", address.c_str(), unsigned(ntohs(sa.sin_port)));
+    std::fflush(stdout);
+
+    floor_server(ep, listener).run();
+    ::close(ep);
+    ::close(listener);
+    return 0;
+}
