@@ -555,8 +555,10 @@ bool reactor::poll_once() {
     if (_registered_fds) {
         work |= poll_fds();
     }
-    for (auto* p : _pollers) {
-        work |= p->poll();
+    // By index: a poll may register or unregister pollers (every smp::submit_to function runs
+    // inside the smp poller). A poller removed this round may make the next one wait a round.
+    for (std::size_t i = 0; i < _pollers.size(); ++i) {
+        work |= _pollers[i]->poll();
     }
     if (_stall_captured) [[unlikely]] {
         report_stall();
@@ -575,8 +577,8 @@ bool reactor::pure_poll_all() {
     if (!_lowres_timers.empty() && _lowres_timers.next() <= lowres_clock::now()) {
         return true;
     }
-    for (auto* p : _pollers) {
-        if (p->pure_poll()) {
+    for (std::size_t i = 0; i < _pollers.size(); ++i) {
+        if (_pollers[i]->pure_poll()) {
             return true;
         }
     }

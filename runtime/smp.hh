@@ -140,7 +140,8 @@ class async_work_item final : public smp_work_item {
     }
 
 public:
-    explicit async_work_item(Func&& func) : _func(std::move(func)) {}
+    template <typename F>
+    explicit async_work_item(F&& func) : _func(std::forward<F>(func)) {}
     future_type get_future() { return _pr.get_future(); }
 
     void process() noexcept override {

@@ -449,3 +449,50 @@ TEST(reactor, parse_idle_policy_names_the_bad_value) {
     }
     EXPECT_STREQ(to_string(idle_policy::adaptive), "adaptive");
 }
+
+TEST(reactor, a_poll_may_register_and_unregister_pollers) {
+    // A poller whose poll() adds many pollers (forcing the list to reallocate) and removes one
+    // registered earlier: the reactor's walk over its pollers must survive both.
+    struct counting final : pollfn {
+        int n = 0;
+        bool poll() override { return ++n, false; }
+        bool pure_poll() override { return false; }
+    };
+    struct churning final : pollfn {
+        std::vector<std::unique_ptr<poller>>* added;
+        std::unique_ptr<poller>* victim;
+        bool done = false;
+        bool poll() override {
+            if (!done) {
+                done = true;
+                for (int i = 0; i < 64; ++i) {
+                    added->push_back(std::make_unique<poller>(std::make_unique<counting>()));
+                }
+                victim->reset();
+            }
+            return false;
+        }
+        bool pure_poll() override { return false; }
+    };
+    reef::testing::run_in_reactor(
+        []() -> future<> {
+            std::vector<std::unique_ptr<poller>> added;
+            auto victim = std::make_unique<poller>(std::make_unique<counting>());
+            auto c = std::make_unique<churning>();
+            c->added = &added;
+            c->victim = &victim;
+            auto* cp = c.get();
+            poller churner(std::move(c));
+            auto after = std::make_unique<poller>(std::make_unique<counting>());
+            co_await sleep(5ms);
+            EXPECT_TRUE(cp->done);
+            EXPECT_EQ(victim, nullptr);
+            REEF_ASSERT(added.size() == 64u);
+            // Every poller added from inside a poll runs from the next round on.
+            for (auto& p : added) {
+                EXPECT_GT(static_cast<counting&>(p->fn()).n, 0);
+            }
+            EXPECT_GT(static_cast<counting&>(after->fn()).n, 0);
+        },
+        config_with(idle_policy::poll));
+}

@@ -269,3 +269,12 @@ TEST(smp, a_shard_failing_to_start_stops_all_with_its_error) {
     o.shard_init = nullptr;
     EXPECT_EQ(smp::run(o, cfg, [] { return make_ready_future<int>(4); }), 4);
 }
+
+REEF_SMP_TEST(smp, submit_to_takes_an_lvalue_function, 2) {
+    std::string tag = "copied";
+    auto f = [tag] { return tag + " to shard " + std::to_string(this_shard_id()); };
+    auto r = co_await smp::submit_to(1, f);
+    EXPECT_EQ(r, "copied to shard 1");
+    // The caller's function object is still usable: it was copied, not moved from.
+    EXPECT_EQ(f(), "copied to shard 0");
+}
