@@ -1,0 +1,246 @@
+#include "stack/net/checksum.hh"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace reef::net {
+
+namespace {
+
+// Sum of host-order 16-bit words (a last odd byte counts as if followed by a zero byte), not yet
+// folded. 64-bit accumulation of 32-bit loads: no carry can be lost below 2^32 words.
+std::uint64_t raw_sum(const unsigned char* p, std::size_t len) noexcept {
+    std::uint64_t s = 0;
+    while (len >= 4) {
+        std::uint32_t w;
+        std::memcpy(&w, p, 4);
+        s += w;
+        p += 4;
+        len -= 4;
+    }
+    if (len >= 2) {
+        std::uint16_t w;
+        std::memcpy(&w, p, 2);
+        s += w;
+        p += 2;
+        len -= 2;
+    }
+    if (len) {
+        unsigned char last[2] = {*p, 0};
+        std::uint16_t w;
+        std::memcpy(&w, last, 2);
+        s += w;
+    }
+    return s;
+}
+
+std::uint16_t fold(std::uint64_t s) noexcept {
+    s = (s & 0xffffffff) + (s >> 32);
+    s = (s & 0xffffffff) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    return std::uint16_t(s);
+}
+
+std::uint16_t swap16(std::uint16_t v) noexcept { return std::uint16_t((v >> 8) | (v << 8)); }
+
+constexpr std::uint16_t ethertype_ipv4 = 0x0800;
+constexpr std::uint16_t ethertype_ipv6 = 0x86dd;
+constexpr std::uint16_t ethertype_vlan = 0x8100;
+constexpr std::uint16_t ethertype_qinq = 0x88a8;
+
+std::uint16_t load_be16(const char* p) noexcept {
+    std::uint16_t v;
+    std::memcpy(&v, p, 2);
+    return ntohs(v);
+}
+
+// Zero the 2-byte checksum field at `offset`, checksum [l4, l4 + l4_len) with the pseudo-header in
+// `c`, store. UDP sends a computed 0 as 0xffff (0 means "no checksum" there, RFC 768).
+bool fill_l4(packet& p, checksummer& c, std::size_t l4, std::size_t l4_len, std::uint8_t proto) {
+    std::size_t field = proto == IPPROTO_TCP ? 16 : 6;
+    std::size_t min_hdr = proto == IPPROTO_TCP ? 20 : 8;
+    if (l4_len < min_hdr || l4 + l4_len > p.len()) {
+        return false;
+    }
+    char* csum = p.get_header(l4 + field, 2);
+    if (!csum) {
+        return false;
+    }
+    std::memset(csum, 0, 2);
+    add_packet_range(c, p, l4, l4_len);
+    std::uint16_t v = c.get();
+    if (proto == IPPROTO_UDP && v == 0) {
+        v = 0xffff;
+    }
+    std::memcpy(csum, &v, 2);
+    return true;
+}
+
+}  // namespace
+
+void checksummer::add(const void* data, std::size_t len) noexcept {
+    if (!len) {
+        return;
+    }
+    std::uint16_t s = fold(raw_sum(static_cast<const unsigned char*>(data), len));
+    // A piece that starts at an odd offset has its bytes in the other halves of the words.
+    _sum += _odd ? swap16(s) : s;
+    _odd ^= (len & 1) != 0;
+}
+
+void checksummer::add_be16(std::uint16_t host_value) noexcept {
+    std::uint16_t be = htons(host_value);
+    add(&be, 2);
+}
+
+std::uint16_t checksummer::folded_sum() const noexcept { return fold(_sum); }
+
+std::uint16_t checksummer::get() const noexcept { return std::uint16_t(~folded_sum()); }
+
+std::uint16_t internet_checksum(const void* data, std::size_t len) noexcept {
+    checksummer c;
+    c.add(data, len);
+    return c.get();
+}
+
+bool ipv4_header_checksum_ok(const void* hdr, std::size_t len) noexcept {
+    checksummer c;
+    c.add(hdr, len);
+    return c.folded_sum() == 0xffff;
+}
+
+void add_ipv4_pseudo_header(checksummer& c, const void* src, const void* dst, std::uint8_t proto,
+                            std::size_t l4_len) noexcept {
+    unsigned char ph[12];
+    std::memcpy(ph, src, 4);
+    std::memcpy(ph + 4, dst, 4);
+    ph[8] = 0;
+    ph[9] = proto;
+    ph[10] = std::uint8_t(l4_len >> 8);
+    ph[11] = std::uint8_t(l4_len);
+    c.add(ph, sizeof(ph));
+}
+
+void add_ipv6_pseudo_header(checksummer& c, const void* src, const void* dst, std::uint8_t proto,
+                            std::size_t l4_len) noexcept {
+    unsigned char ph[40];
+    std::memcpy(ph, src, 16);
+    std::memcpy(ph + 16, dst, 16);
+    std::uint32_t l = htonl(std::uint32_t(l4_len));
+    std::memcpy(ph + 32, &l, 4);
+    ph[36] = ph[37] = ph[38] = 0;
+    ph[39] = proto;
+    c.add(ph, sizeof(ph));
+}
+
+void add_packet_range(checksummer& c, const packet& p, std::size_t offset, std::size_t len) noexcept {
+    std::size_t start = 0;
+    for (auto& f : p.fragments()) {
+        if (len == 0) {
+            break;
+        }
+        std::size_t end = start + f.size;
+        if (offset < end) {
+            std::size_t from = offset - start;
+            std::size_t n = std::min(f.size - from, len);
+            c.add(f.base + from, n);
+            offset += n;
+            len -= n;
+        }
+        start = end;
+    }
+}
+
+bool fill_checksums(packet& p) {
+    auto& oi = p.offload();
+    if (!oi.needs_csum && !oi.needs_ip_csum) {
+        return true;
+    }
+    const char* eth = p.get_header(0, 14);
+    if (!eth) {
+        return false;
+    }
+    std::size_t l3 = 14;
+    std::uint16_t type = load_be16(eth + 12);
+    if (type == ethertype_vlan || type == ethertype_qinq) {
+        const char* tag = p.get_header(14, 4);
+        if (!tag) {
+            return false;
+        }
+        type = load_be16(tag + 2);
+        l3 = 18;
+    }
+    if (type == ethertype_ipv4) {
+        char* ip = p.get_header(l3, 20);
+        if (!ip) {
+            return false;
+        }
+        std::size_t ihl = std::size_t(ip[0] & 0x0f) * 4;
+        std::size_t total = load_be16(ip + 2);
+        if ((ip[0] & 0xf0) != 0x40 || ihl < 20 || total < ihl || l3 + total > p.len()) {
+            return false;
+        }
+        ip = p.get_header(l3, ihl);  // options too, contiguous
+        if (!ip) {
+            return false;
+        }
+        if (oi.needs_ip_csum) {
+            std::memset(ip + 10, 0, 2);
+            std::uint16_t v = internet_checksum(ip, ihl);
+            std::memcpy(ip + 10, &v, 2);
+            oi.needs_ip_csum = false;
+        }
+        if (oi.needs_csum) {
+            auto proto = std::uint8_t(ip[9]);
+            if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+                return false;
+            }
+            char addrs[8];
+            std::memcpy(addrs, ip + 12, 8);  // copied: filling the L4 header may move fragments
+            checksummer c;
+            add_ipv4_pseudo_header(c, addrs, addrs + 4, proto, total - ihl);
+            if (!fill_l4(p, c, l3 + ihl, total - ihl, proto)) {
+                return false;
+            }
+            oi.needs_csum = false;
+        }
+        return true;
+    }
+    if (type == ethertype_ipv6) {
+        oi.needs_ip_csum = false;  // IPv6 has no header checksum
+        if (!oi.needs_csum) {
+            return true;
+        }
+        const char* ip = p.get_header(l3, 40);
+        if (!ip || (ip[0] & 0xf0) != 0x60) {
+            return false;
+        }
+        std::size_t payload = load_be16(ip + 4);
+        std::size_t hdr = oi.ip_hdr_len > 40 ? oi.ip_hdr_len : 40;
+        if (payload + 40 < hdr || l3 + 40 + payload > p.len()) {
+            return false;
+        }
+        std::uint8_t proto = oi.protocol ? oi.protocol : std::uint8_t(ip[6]);
+        if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+            return false;
+        }
+        char addrs[32];
+        std::memcpy(addrs, ip + 8, 32);
+        std::size_t l4_len = payload + 40 - hdr;
+        checksummer c;
+        add_ipv6_pseudo_header(c, addrs, addrs + 16, proto, l4_len);
+        if (!fill_l4(p, c, l3 + hdr, l4_len, proto)) {
+            return false;
+        }
+        oi.needs_csum = false;
+        return true;
+    }
+    return false;
+}
+
+}  // namespace reef::net

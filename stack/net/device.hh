@@ -1,0 +1,138 @@
+// net::device: what the native stack sends and receives Ethernet frames through. Implemented by
+// the DPDK dataplane (dataplane/dpdk_device) and, for tests, by the virtual wire
+// (stack/testing/virtual_wire). Nothing here knows about DPDK.
+//
+// Model (one object per process, per-shard parts inside):
+//  - A device has hw_queues_count() hardware queue pairs; shard i owns queue i for
+//    i < hw_queues_count(). Shards without a queue receive only what software RSS forwards to
+//    them and transmit through a queue-owning shard (proxy).
+//  - Every received frame belongs to one shard, chosen from its flow hash (the NIC's RSS hash, or
+//    the same Toeplitz hash computed in software) through the redirection table: shard_of(hash).
+//    A frame polled on another shard is forwarded to its owner in batches over the smp rings.
+//  - On its owner shard a frame first meets the packet hook (if set), then the receive handler
+//    (the stack's L2 input).
+//
+// Contract:
+//  - start() once from shard 0 after smp is up; then every per-shard call (set_receive_handler,
+//    set_packet_hook, send, local_stats) is made on the shard it concerns, only by that shard.
+//  - stop() from shard 0 before the device is destroyed: pollers stop, in-flight frames are freed.
+//  - Packets handed to send() are owned by the device from then on; the device frees them (on the
+//    shard that sent them) once transmitted or dropped.
+//  - Malformed or oversized frames on receive are counted in device_stats and dropped, never
+//    passed on.
+#pragma once
+
+#include "runtime/future.hh"
+#include "stack/net/packet.hh"
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace reef::net {
+
+/// A 48-bit MAC address.
+struct ethernet_address {
+    std::array<std::uint8_t, 6> mac{};
+
+    /// "02:00:00:00:00:01"; throws std::invalid_argument quoting the input.
+    static ethernet_address parse(std::string_view s);
+    std::string to_string() const;
+    bool is_broadcast() const noexcept;
+    bool is_multicast() const noexcept { return mac[0] & 1; }
+    friend bool operator==(const ethernet_address&, const ethernet_address&) = default;
+};
+
+/// What the device can do for the stack.
+struct hw_features {
+    bool tx_ip_csum_offload = false;   ///< fills IPv4 header checksums (offload_info::needs_ip_csum)
+    bool tx_l4_csum_offload = false;   ///< fills TCP/UDP checksums (offload_info::needs_csum)
+    bool rx_csum_offload = false;      ///< verifies checksums on receive (bad ones are dropped)
+    bool tx_tso = false;               ///< segments TCP (offload_info::tso_seg_size)
+    std::uint16_t mtu = 1500;          ///< largest L3 packet
+    std::uint32_t max_frame_size = 1514;  ///< largest frame accepted for send (header + MTU, or TSO limit)
+    unsigned max_tx_fragments = 32;    ///< longest fragment chain sent without linearizing
+};
+
+struct link_status {
+    bool up = false;
+    std::uint32_t speed_mbps = 0;
+    bool full_duplex = false;
+};
+
+/// Receive-side scaling: the Toeplitz key and the redirection table (hash % reta.size() -> shard).
+struct rss_config {
+    std::vector<std::uint8_t> key;      ///< 40 bytes (52 on some NICs)
+    std::vector<std::uint16_t> reta;    ///< entry -> shard
+};
+
+/// Counters of one shard's part of the device.
+struct device_stats {
+    std::uint64_t rx_packets = 0, rx_bytes = 0;
+    std::uint64_t tx_packets = 0, tx_bytes = 0;
+    std::uint64_t rx_dropped_runt = 0;       ///< shorter than an Ethernet header
+    std::uint64_t rx_dropped_bad_length = 0; ///< length fields that disagree with the frame
+    std::uint64_t rx_dropped_chain = 0;      ///< buffer chains longer than the limit
+    std::uint64_t rx_dropped_no_handler = 0; ///< nobody listens on this shard yet
+    std::uint64_t rx_dropped_nomem = 0;      ///< no memory to make the frame a packet
+    std::uint64_t tx_dropped = 0;            ///< ring full or frame too large
+    std::uint64_t rx_hooked = 0;             ///< consumed by the packet hook
+    std::uint64_t sw_rss_forwarded = 0;      ///< frames this shard polled and sent to their owner
+    std::uint64_t sw_rss_received = 0;       ///< frames other shards forwarded here
+    std::uint64_t sw_rss_dropped = 0;        ///< polled here, dropped: too many in flight to the owner
+    std::uint64_t tx_proxied = 0;            ///< frames sent through another shard's queue
+};
+
+/// The packet filter: sees each frame on its owner shard before the stack. Return true when it
+/// consumed the frame (it may have sent a reply with device::send); false passes it on.
+using packet_hook = std::function<bool(packet&)>;
+
+class device {
+public:
+    virtual ~device() = default;
+
+    // ---- static properties (any shard)
+    virtual std::string_view name() const noexcept = 0;
+    virtual ethernet_address hw_address() const noexcept = 0;
+    virtual const hw_features& features() const noexcept = 0;
+    virtual unsigned hw_queues_count() const noexcept = 0;
+    virtual const rss_config& rss() const noexcept = 0;
+    virtual link_status get_link_status() const = 0;
+
+    /// The shard that owns frames of flow hash `hash` (the RETA lookup).
+    unsigned shard_of(std::uint32_t hash) const noexcept {
+        auto& r = rss().reta;
+        return r.empty() ? 0 : r[hash % r.size()];
+    }
+    /// The Toeplitz hash of an IPv4/IPv6 TCP/UDP tuple with this device's key (what the NIC
+    /// computes; an outgoing connection picks a local port whose hash maps back to its shard).
+    /// The tuple is taken as a received frame carries it: src is the remote end for a frame
+    /// coming in. Addresses are addr_len (4 or 16) bytes in network byte order; ports are in host
+    /// byte order. Any shard.
+    std::uint32_t flow_hash(const void* src_addr, const void* dst_addr, std::size_t addr_len,
+                            std::uint16_t src_port, std::uint16_t dst_port) const noexcept;
+
+    // ---- lifecycle (shard 0)
+    /// Start queues and pollers on every shard.
+    virtual future<> start() = 0;
+    /// Stop pollers, drain and free in-flight frames on every shard.
+    virtual future<> stop() = 0;
+
+    // ---- per shard
+    /// The stack's L2 input on this shard. Frames arrive here in the order the queue gave them.
+    virtual void set_receive_handler(std::function<void(packet)> handler) = 0;
+    /// Install (or with an empty function, remove) this shard's packet hook.
+    virtual void set_packet_hook(packet_hook hook) = 0;
+    /// Queue a frame for transmission from this shard (sent in bursts by the shard's poller;
+    /// through a queue-owning shard when this shard has none). Never blocks: a frame that cannot
+    /// be queued is dropped and counted (tx_dropped), like a full NIC ring.
+    virtual void send(packet p) = 0;
+    /// This shard's counters.
+    virtual const device_stats& local_stats() const noexcept = 0;
+};
+
+}  // namespace reef::net

@@ -1,0 +1,477 @@
+// device_base<Frame>: the parts of a net::device that do not depend on the hardware, written once
+// for the DPDK device (Frame = rte_mbuf*) and the virtual wire (Frame = an owned heap buffer).
+//
+// What it does, on top of a few virtuals the concrete device implements:
+//  - per-shard state (receive handler, packet hook, device_stats), each touched only by its shard;
+//  - the receive path: a queue-owning shard's RX poller hands each frame to on_received(); the
+//    frame's owner shard is found from its hash (the NIC's, else frame_flow_hash over its first
+//    bytes) through the RETA; the frame is delivered in place or queued for its owner, and the
+//    queues are sent in one smp::submit_to per destination shard per burst (flush_forwarded());
+//  - delivery on the owner: to_packet() (zero-copy for DPDK), the packet hook, then the handler;
+//  - the transmit path: send() on a queue-owning shard goes to transmit_local(); on a shard
+//    without a queue the packet becomes a Frame there (to_frame) and Frames are proxied in batches
+//    to the queue-owning shard `shard % hw_queues_count()`, which calls transmit_frame();
+//  - bounded forwarding: at most forward_limit() frames per destination shard are queued or in
+//    flight from one shard; beyond, frames are dropped and counted (sw_rss_dropped on RX,
+//    tx_dropped on TX), so a slow shard cannot hold all of another shard's buffers;
+//  - shutdown: stop_base() drops what is queued, waits for batches in flight, and from then on
+//    frees (free_frame) whatever still reaches a stopped shard.
+//
+// Frames that cannot be delivered for any reason are released with free_frame() on the shard
+// that holds them at that moment; Frame must be safe to free on any shard (rte_pktmbuf_free is;
+// a heap buffer is with Reef's allocator, which returns foreign frees to their owner).
+//
+// Non-IP frames (no hash: ARP, LLDP...) always belong to shard 0, so that the stack sees all of
+// them in one place whichever queue they arrived on.
+//
+// On one shard nothing is ever forwarded and no smp call is made.
+//
+// Lifecycle: constructed on shard 0 once smp runs; started once and stopped once (stop() before
+// destruction: the flush pollers point at the device).
+#pragma once
+
+#include "runtime/future.hh"
+#include "runtime/gate.hh"
+#include "runtime/log.hh"
+#include "runtime/reactor.hh"
+#include "runtime/smp.hh"
+#include "stack/net/device.hh"
+#include "stack/net/toeplitz.hh"
+
+#include <cassert>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace reef::net {
+
+extern logger device_log;
+
+/// A redirection table of `size` entries spreading flows over `shards` shards, where shards
+/// 0..queues-1 own a hardware queue (and poll it) and the others do not.
+///
+/// Weights (the --hw-queue-weight option): a shard without a queue has weight 1, a queue owner
+/// has weight `queue_weight` (clamped to [0, 1]); each shard gets a share of the entries
+/// proportional to its weight (largest remainders rounded up, earlier shards first), so a queue
+/// owner, which already spends time polling and forwarding, keeps fewer flows for itself. With
+/// weight 1 every shard gets size/shards entries (+1 for the first size%shards); with weight 0
+/// queue owners keep no flow at all, unless every shard owns a queue (queues >= shards), where
+/// weights do not matter and the spread is even. Entries are interleaved (smooth weighted
+/// round-robin), so consecutive entries go to different shards; with equal weights entry i is
+/// shard i % shards, the layout a NIC's default RETA has over as many queues.
+/// shards == 0 or size == 0 gives an empty table (every hash then goes to shard 0).
+std::vector<std::uint16_t> build_reta(unsigned shards, unsigned queues, float queue_weight = 1.0f,
+                                      std::size_t size = 512);
+
+namespace internal {
+void log_callback_exception(const char* what, std::exception_ptr ex) noexcept;
+}
+
+/// Run f() on this shard from a task of its own and resolve when it has run (with its exception
+/// if it threw). Register and unregister pollers this way from code that may itself run inside a
+/// poller — an smp::submit_to/invoke_on_all function runs inside the receiving shard's smp poller
+/// — because the reactor walks its poller list without expecting it to change meanwhile.
+template <typename Func>
+future<> run_as_task(Func f) {
+    promise<> pr;
+    auto fut = pr.get_future();
+    engine().add_task(make_task([f = std::move(f), pr = std::move(pr)]() mutable noexcept {
+        try {
+            f();
+            pr.set_value();
+        } catch (...) {
+            pr.set_exception(std::current_exception());
+        }
+    }));
+    return fut;
+}
+
+template <typename Frame>
+class device_base : public device {
+    static_assert(std::is_nothrow_move_constructible_v<Frame> && std::is_nothrow_move_assignable_v<Frame>,
+                  "frames are moved in noexcept paths");
+
+public:
+    /// Frames queued for one destination per smp message before a batch is sent even mid-burst.
+    static constexpr std::size_t forward_batch = 64;
+
+    /// Construct on shard 0 once smp is running (the per-shard state is sized to smp::count).
+    device_base() : _shards(smp::count) { _rss.key.assign(default_rss_key.begin(), default_rss_key.end()); }
+    ~device_base() override = default;
+
+    // ---- device API (implemented here for every device)
+
+    const rss_config& rss() const noexcept override { return _rss; }
+
+    /// This shard's receive handler (replaces the previous one; empty to remove).
+    void set_receive_handler(std::function<void(packet)> handler) override { local().handler = std::move(handler); }
+    void set_packet_hook(packet_hook hook) override { local().hook = std::move(hook); }
+
+    /// See device::send. Frames longer than features().max_frame_size, sends on a stopped shard
+    /// or a device without queues, to_frame() failures and frames over forward_limit() on their
+    /// way to the queue owner are dropped and counted in tx_dropped on this shard. A frame handed
+    /// to the proxy counts in this shard's tx_proxied; tx_packets and tx_bytes are counted by the
+    /// concrete device on the shard whose queue sends it.
+    void send(packet p) override {
+        auto& s = local();
+        unsigned queues = hw_queues_count();
+        if (s.stopped || queues == 0 || p.len() > features().max_frame_size) {
+            ++s.stats.tx_dropped;
+            return;
+        }
+        unsigned self = this_shard_id();
+        if (self < queues) {
+            transmit_local(std::move(p));
+            return;
+        }
+        unsigned owner = self % queues;
+        auto& out = s.tx_out;
+        if (out.queued >= _forward_limit) {
+            ++s.stats.tx_dropped;
+            return;
+        }
+        std::optional<Frame> f = to_frame(std::move(p));
+        if (!f) {
+            ++s.stats.tx_dropped;
+            return;
+        }
+        ++s.stats.tx_proxied;
+        enqueue_out(s, out, owner, std::move(*f), std::nullopt, /*tx=*/true);
+    }
+
+    const device_stats& local_stats() const noexcept override { return _shards[this_shard_id()].stats; }
+
+protected:
+    // ---- for the concrete device
+
+    /// Replace the key and RETA (before start(); reta entries must be < smp::count). Throws
+    /// std::invalid_argument for a key shorter than 4 bytes.
+    void set_rss(rss_config cfg) {
+        _toeplitz = toeplitz(cfg.key);
+        _rss = std::move(cfg);
+    }
+    const toeplitz& hasher() const noexcept { return _toeplitz; }
+
+    /// Bound on frames queued or in flight from one shard to one destination shard (RX forwarding
+    /// and TX proxy each). Set before start().
+    void set_forward_limit(std::size_t n) noexcept { _forward_limit = n ? n : 1; }
+    std::size_t forward_limit() const noexcept { return _forward_limit; }
+
+    /// This shard's counters, for the concrete device to update (tx_packets, runts...).
+    device_stats& stats() noexcept { return local().stats; }
+    /// Has stop_base() reached this shard?
+    bool stopped() const noexcept { return _shards[this_shard_id()].stopped; }
+
+    /// Call from start() on shard 0 before traffic flows: installs, on every shard, the poller
+    /// that flushes partial batches (TX proxy batches, RX batches a device did not flush).
+    future<> start_base() {
+        if (_shards.size() <= 1) {
+            co_return;
+        }
+        co_await smp::invoke_on_all([this] {
+            return run_as_task(
+                [this] { local().flusher = std::make_unique<poller>(std::make_unique<flush_poller>(*this)); });
+        });
+    }
+
+    /// Call from stop() on shard 0 once the device's own pollers are stopped on every shard (no
+    /// more on_received()/transmit calls will start). Every shard stops accepting frames and
+    /// drops what it had queued; then waits for its batches in flight; a batch arriving at a
+    /// stopped shard is freed there. Resolves when nothing is in flight anywhere.
+    future<> stop_base() {
+        if (_shards.size() <= 1) {
+            auto& s = _shards[0];
+            s.stopped = true;
+            co_return;
+        }
+        co_await smp::invoke_on_all([this] {
+            return run_as_task([this] {
+                auto& s = local();
+                s.stopped = true;
+                s.flusher.reset();
+                for (auto& o : s.rx_out) {
+                    drop_pending(o);
+                }
+                drop_pending(s.tx_out);
+            });
+        });
+        co_await smp::invoke_on_all([this] { return local().inflight.close(); });
+    }
+
+    /// The RX path, on the shard that polled `f` (a queue owner): owner shard lookup, then
+    /// delivery here or a place in the batch for the owner (sent by flush_forwarded() or when
+    /// forward_batch frames are queued). Frames shorter than an Ethernet header are counted
+    /// (rx_dropped_runt) and freed; so are frames polled after stop_base().
+    void on_received(Frame&& f) noexcept {
+        auto& s = local();
+        if (s.stopped) {
+            free_frame(std::move(f));
+            return;
+        }
+        if (frame_size(f) < 14) {
+            ++s.stats.rx_dropped_runt;
+            free_frame(std::move(f));
+            return;
+        }
+        std::optional<std::uint32_t> h = nic_hash(f);
+        if (!h) {
+            auto head = frame_head(f);
+            h = frame_flow_hash(_toeplitz, head.data(), head.size());
+        }
+        unsigned owner = h ? shard_of(*h) : 0;
+        unsigned self = this_shard_id();
+        if (owner == self || owner >= _shards.size()) {
+            deliver(s, std::move(f), h);
+            return;
+        }
+        auto& out = s.rx_out[owner];
+        if (out.queued >= _forward_limit) {
+            ++s.stats.sw_rss_dropped;
+            free_frame(std::move(f));
+            return;
+        }
+        ++s.stats.sw_rss_forwarded;
+        enqueue_out(s, out, owner, std::move(f), h, /*tx=*/false);
+    }
+
+    /// A whole RX burst, then flush_forwarded(). Each element is moved from.
+    void on_received_burst(std::span<Frame> frames) noexcept {
+        for (auto& f : frames) {
+            on_received(std::move(f));
+        }
+        flush_forwarded();
+    }
+
+    /// Send this shard's partial batches (RX forwarding and TX proxy) now: call after each RX
+    /// burst. Cheap when nothing is queued.
+    void flush_forwarded() noexcept {
+        auto& s = local();
+        if (s.pending == 0) {
+            return;
+        }
+        for (unsigned d = 0; d < s.rx_out.size(); ++d) {
+            if (!s.rx_out[d].batch.empty()) {
+                submit_batch(s, s.rx_out[d], d);
+            }
+        }
+        if (!s.tx_out.batch.empty()) {
+            submit_batch(s, s.tx_out, s.tx_out.dest);
+        }
+    }
+
+    // ---- what the concrete device provides
+
+    /// The flow hash the NIC reported for `f`, if any (used instead of hashing in software).
+    virtual std::optional<std::uint32_t> nic_hash(const Frame&) const noexcept { return std::nullopt; }
+    /// The frame's first contiguous bytes (at least the headers when the frame has them: for a
+    /// chain, its first segment).
+    virtual std::span<const char> frame_head(const Frame& f) const noexcept = 0;
+    /// Total length of the frame.
+    virtual std::size_t frame_size(const Frame& f) const noexcept = 0;
+    /// On the owner shard: the frame as a packet, owning it (zero-copy where possible). May throw
+    /// std::bad_alloc, having released the frame.
+    virtual packet to_packet(Frame&& f) = 0;
+    /// On a shard without a queue: the packet as a frame that may cross shards (the packet is
+    /// consumed). nullopt when no frame could be had (pool empty): the base counts tx_dropped.
+    virtual std::optional<Frame> to_frame(packet&& p) noexcept = 0;
+    /// On a queue-owning shard: queue a packet of this shard for transmission on its queue.
+    /// Counts tx_packets/tx_bytes, or tx_dropped if the queue is full.
+    virtual void transmit_local(packet&& p) noexcept = 0;
+    /// On a queue-owning shard: queue a frame another shard proxied here (same counting).
+    virtual void transmit_frame(Frame&& f) noexcept = 0;
+    /// Release a frame that will go nowhere (any shard).
+    virtual void free_frame(Frame&& f) noexcept = 0;
+
+private:
+    struct entry {
+        Frame frame;
+        std::uint32_t hash;
+        bool has_hash;
+    };
+    // Frames from this shard to one destination: the batch being filled, a spare vector (the
+    // previous batch comes back with the reply and is reused), and how many are queued or in
+    // flight (bounded by _forward_limit).
+    struct outbox {
+        std::vector<entry> batch;
+        std::vector<entry> spare;
+        std::size_t queued = 0;
+        unsigned dest = 0;
+    };
+    struct alignas(64) shard_state {
+        std::function<void(packet)> handler;
+        packet_hook hook;
+        device_stats stats;
+        std::vector<outbox> rx_out;  // per destination shard
+        outbox tx_out;
+        std::size_t pending = 0;  // frames in this shard's unsent batches
+        gate inflight;            // batches sent and not yet answered
+        std::unique_ptr<poller> flusher;
+        bool stopped = false;
+    };
+
+    class flush_poller final : public pollfn {
+        device_base& _d;
+
+    public:
+        explicit flush_poller(device_base& d) : _d(d) {}
+        bool poll() override {
+            bool any = _d.local().pending != 0;
+            _d.flush_forwarded();
+            return any;
+        }
+        bool pure_poll() override { return _d.local().pending != 0; }
+    };
+
+    class shard_vector {
+        std::unique_ptr<shard_state[]> _v;
+        std::size_t _n;
+
+    public:
+        explicit shard_vector(std::size_t n) : _v(new shard_state[n]), _n(n) {
+            for (std::size_t i = 0; i < n; ++i) {
+                _v[i].rx_out.resize(n);
+                for (unsigned d = 0; d < n; ++d) {
+                    _v[i].rx_out[d].dest = d;
+                }
+            }
+        }
+        shard_state& operator[](std::size_t i) noexcept { return _v[i]; }
+        const shard_state& operator[](std::size_t i) const noexcept { return _v[i]; }
+        std::size_t size() const noexcept { return _n; }
+    };
+
+    shard_vector _shards;
+    rss_config _rss;
+    toeplitz _toeplitz;
+    std::size_t _forward_limit = 1024;
+
+    shard_state& local() noexcept {
+        assert(this_shard_id() < _shards.size());
+        return _shards[this_shard_id()];
+    }
+
+    void enqueue_out(shard_state& s, outbox& out, unsigned dest, Frame&& f, std::optional<std::uint32_t> h,
+                     bool tx) noexcept {
+        out.dest = dest;
+        if (out.batch.capacity() < forward_batch) {
+            try {
+                out.batch.reserve(forward_batch);
+            } catch (...) {
+                if (tx) {
+                    --s.stats.tx_proxied;
+                    ++s.stats.tx_dropped;
+                } else {
+                    --s.stats.sw_rss_forwarded;
+                    ++s.stats.sw_rss_dropped;
+                }
+                free_frame(std::move(f));
+                return;
+            }
+        }
+        // Within capacity (a batch is sent as soon as it is full): cannot throw.
+        out.batch.push_back(entry{std::move(f), h.value_or(0), h.has_value()});
+        ++out.queued;
+        ++s.pending;
+        if (out.batch.size() >= forward_batch) {
+            submit_batch(s, out, dest);
+        }
+    }
+
+    void drop_pending(outbox& out) noexcept {
+        auto& s = local();
+        for (auto& e : out.batch) {
+            free_frame(std::move(e.frame));
+        }
+        s.pending -= out.batch.size();
+        out.queued -= out.batch.size();
+        out.batch.clear();
+    }
+
+    // Send out.batch to `dest` in one message. The vector travels there and back (the reply
+    // carries it, emptied, to be reused as the next spare), so a steady flow allocates only the
+    // message and its continuation. Failing to allocate those terminates, as for any task.
+    void submit_batch(shard_state& s, outbox& out, unsigned dest) noexcept {
+        std::vector<entry> batch = std::exchange(out.batch, std::move(out.spare));
+        out.spare = std::vector<entry>();
+        std::size_t n = batch.size();
+        s.pending -= n;
+        bool tx = &out == &s.tx_out;
+        gate::holder h(s.inflight);
+        auto f = smp::submit_to(dest, [this, b = std::move(batch), tx]() mutable noexcept {
+            receive_batch(b, tx);
+            b.clear();
+            return std::move(b);
+        });
+        (void)f.then_wrapped([&out, n, h = std::move(h)](future<std::vector<entry>>&& r) mutable noexcept {
+            out.queued -= n;
+            if (r.failed()) {
+                r.ignore_ready_future();
+                return;
+            }
+            auto v = r.get_value();
+            if (out.spare.capacity() == 0) {
+                out.spare = std::move(v);
+            }
+        });
+    }
+
+    // On the destination shard.
+    void receive_batch(std::vector<entry>& b, bool tx) noexcept {
+        auto& s = local();
+        for (auto& e : b) {
+            if (s.stopped) {
+                free_frame(std::move(e.frame));
+            } else if (tx) {
+                transmit_frame(std::move(e.frame));
+            } else {
+                ++s.stats.sw_rss_received;
+                deliver(s, std::move(e.frame), e.has_hash ? std::optional<std::uint32_t>(e.hash) : std::nullopt);
+            }
+        }
+    }
+
+    // On the owner shard: packet hook, then handler.
+    void deliver(shard_state& s, Frame&& f, std::optional<std::uint32_t> h) noexcept {
+        std::size_t len = frame_size(f);
+        packet p;
+        try {
+            p = to_packet(std::move(f));
+        } catch (...) {
+            ++s.stats.rx_dropped_nomem;
+            return;
+        }
+        ++s.stats.rx_packets;
+        s.stats.rx_bytes += len;
+        if (h) {
+            p.set_rss_hash(*h);
+        }
+        if (s.hook) {
+            try {
+                if (s.hook(p)) {
+                    ++s.stats.rx_hooked;
+                    return;
+                }
+            } catch (...) {
+                internal::log_callback_exception("packet hook", std::current_exception());
+                return;
+            }
+        }
+        if (!s.handler) {
+            ++s.stats.rx_dropped_no_handler;
+            return;
+        }
+        try {
+            s.handler(std::move(p));
+        } catch (...) {
+            internal::log_callback_exception("receive handler", std::current_exception());
+        }
+    }
+};
+
+}  // namespace reef::net
