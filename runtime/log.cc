@@ -155,4 +155,17 @@ void set_sink(std::function<void(log_level, std::string_view)> sink) {
 
 }  // namespace log_registry
 
+std::string exception_message(const std::exception_ptr& ex) {
+    if (!ex) {
+        return "no error";
+    }
+    try {
+        std::rethrow_exception(ex);
+    } catch (const std::exception& e) {
+        return e.what();
+    } catch (...) {
+        return "unknown error";
+    }
+}
+
 }  // namespace reef

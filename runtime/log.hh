@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <exception>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -75,5 +76,9 @@ namespace internal {
 // The shard id printed in each line; -1 outside a reactor thread.
 inline thread_local int log_shard_id = -1;
 }  // namespace internal
+
+/// The text of an exception for a log line or an error reply: what() for std::exception,
+/// "unknown error" for anything else, "no error" for a null pointer.
+std::string exception_message(const std::exception_ptr& ex);
 
 }  // namespace reef

@@ -27,16 +27,6 @@ logger llog("loadgen");
 using clock_type = steady_clock_type;
 using time_point = clock_type::time_point;
 
-std::string message_of(const std::exception_ptr& ex) {
-    try {
-        std::rethrow_exception(ex);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "unknown error";
-    }
-}
-
 std::string seconds_text(double s) { return fmt::format("{:g} s", s); }
 
 }  // namespace
@@ -152,7 +142,7 @@ future<> tcp_connection::connect() {
     } catch (const timed_out_error&) {
         fail(fmt::format("connect to {}: no answer within {}", cfg.server, seconds_text(cfg.timeout_s)));
     } catch (...) {
-        fail(message_of(std::current_exception()));
+        fail(exception_message(std::current_exception()));
     }
 }
 
@@ -184,7 +174,7 @@ future<> tcp_connection::write_loop() {
             }
         }
     } catch (...) {
-        fail(message_of(std::current_exception()));
+        fail(exception_message(std::current_exception()));
     }
     _due.signal(1);  // the reader's cue that no more requests come (ignored once broken)
 }
@@ -208,7 +198,7 @@ future<> tcp_connection::read_loop() {
             _window.signal(1);
         }
     } catch (...) {
-        fail(message_of(std::current_exception()));
+        fail(exception_message(std::current_exception()));
     }
 }
 
@@ -225,7 +215,7 @@ future<> tcp_connection::run() {
     } catch (...) {
         if (!_failed) {
             llog.debug("closing the connection to {}: {}", _client.config().server,
-                       message_of(std::current_exception()));
+                       exception_message(std::current_exception()));
         }
     }
     try {
@@ -301,7 +291,7 @@ void udp_connection::open() {
         _open = true;
         ++_client.mutable_stats().connections_up;
     } catch (...) {
-        fail(message_of(std::current_exception()));
+        fail(exception_message(std::current_exception()));
     }
 }
 
@@ -363,7 +353,7 @@ future<> udp_connection::send_loop() {
             }
         }
     } catch (...) {
-        fail(message_of(std::current_exception()));
+        fail(exception_message(std::current_exception()));
     }
 }
 
@@ -374,7 +364,7 @@ future<> udp_connection::receive_loop() {
             d = co_await _ch.receive();
         } catch (...) {
             if (!_closing && !_failed) {
-                fail(message_of(std::current_exception()));
+                fail(exception_message(std::current_exception()));
             }
             co_return;
         }

@@ -57,16 +57,6 @@ struct summary {
     unsigned shards = 0;
 };
 
-std::string message_of(std::exception_ptr ex) {
-    try {
-        std::rethrow_exception(ex);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "unknown error";
-    }
-}
-
 double us(std::uint64_t ns) { return double(ns) / 1000.0; }
 
 nlohmann::json to_json(const summary& s, const load_config& cfg) {
@@ -259,7 +249,7 @@ future<int> run(const cli_values& v, net::network_stack_options net_opts, sharde
         failure = std::current_exception();
     }
     if (failure) {
-        mlog.error("{}", message_of(failure));
+        mlog.error("{}", exception_message(failure));
         code = 1;
         if (clients_running) {
             clients_running = false;

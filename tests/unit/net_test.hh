@@ -10,6 +10,8 @@
 #include <sys/resource.h>
 
 #include <cstdint>
+#include <exception>
+#include <system_error>
 #include <string>
 #include <string_view>
 
@@ -30,6 +32,22 @@ inline future<> start_posix_on_all_shards() {
 }
 inline future<> stop_posix_on_all_shards() {
     return smp::invoke_on_all([] { net::reset_local_stack(); });
+}
+
+/// 127.0.0.1:port (0: let the stack choose).
+inline net::socket_address loopback4(std::uint16_t port = 0) {
+    return net::socket_address(net::inet_address::parse("127.0.0.1"), port);
+}
+
+/// The errno of a std::system_error in `ex`; -1 for any other exception.
+inline int error_code_of(const std::exception_ptr& ex) {
+    try {
+        std::rethrow_exception(ex);
+    } catch (const std::system_error& e) {
+        return e.code().value();
+    } catch (...) {
+        return -1;
+    }
 }
 
 /// 64-bit FNV-1a, streaming: feed it the bytes of a transfer in any split.

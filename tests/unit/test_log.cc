@@ -222,3 +222,9 @@ TEST_F(log_test, set_sink_nullptr_restores_stderr) {
     auto err = ::testing::internal::GetCapturedStderr();
     EXPECT_THAT(err, ::testing::HasSubstr("test_log_stderr - to stderr\n"));
 }
+
+TEST(log, exception_message_names_what_was_thrown) {
+    EXPECT_EQ(reef::exception_message(std::make_exception_ptr(std::runtime_error("disk full"))), "disk full");
+    EXPECT_EQ(reef::exception_message(std::make_exception_ptr(42)), "unknown error");
+    EXPECT_EQ(reef::exception_message(nullptr), "no error");
+}

@@ -22,13 +22,12 @@
 
 using namespace reef;
 using namespace std::chrono_literals;
+using reef::testing::error_code_of;
+using reef::testing::loopback4;
 using reef::testing::posix_stack_scope;
 
 namespace {
 
-net::socket_address loopback4(std::uint16_t port = 0) {
-    return net::socket_address(net::inet_address::parse("127.0.0.1"), port);
-}
 
 // Echo every byte of one connection back until end of stream.
 future<> echo_connection(net::connected_socket s) {
@@ -86,15 +85,6 @@ bool message_has(const std::exception_ptr& ex, const std::string& what) {
     }
 }
 
-int error_code_of(const std::exception_ptr& ex) {
-    try {
-        std::rethrow_exception(ex);
-    } catch (const std::system_error& e) {
-        return e.code().value();
-    } catch (...) {
-        return -1;
-    }
-}
 
 }  // namespace
 

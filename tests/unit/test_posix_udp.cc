@@ -13,23 +13,13 @@
 #include <vector>
 
 using namespace reef;
+using reef::testing::error_code_of;
+using reef::testing::loopback4;
 using reef::testing::posix_stack_scope;
 
 namespace {
 
-net::socket_address loopback4(std::uint16_t port = 0) {
-    return net::socket_address(net::inet_address::parse("127.0.0.1"), port);
-}
 
-int error_code_of(const std::exception_ptr& ex) {
-    try {
-        std::rethrow_exception(ex);
-    } catch (const std::system_error& e) {
-        return e.code().value();
-    } catch (...) {
-        return -1;
-    }
-}
 
 }  // namespace
 
