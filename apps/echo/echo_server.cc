@@ -13,16 +13,6 @@ namespace {
 
 logger elog("echo");
 
-std::string message_of(const std::exception_ptr& ex) {
-    try {
-        std::rethrow_exception(ex);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "unknown error";
-    }
-}
-
 }  // namespace
 
 echo_server::echo_server(echo_config cfg) : _cfg(std::move(cfg)) {
@@ -75,7 +65,7 @@ future<> echo_server::accept_loop(gate::holder h) {
             }
             // Out of file descriptors and the like: say so, and retry after a pause instead of
             // spinning on the same error.
-            elog.warn("accept on {}: {}", _listener.local_address(), message_of(accept_error));
+            elog.warn("accept on {}: {}", _listener.local_address(), exception_message(accept_error));
             co_await sleep(std::chrono::milliseconds(100));
             continue;
         }
@@ -128,7 +118,7 @@ future<> echo_server::handle_connection(net::connected_socket s, net::socket_add
         co_await out.close();
     } catch (...) {
         ++_stats.connection_errors;
-        elog.debug("connection from {}: {}", peer, message_of(std::current_exception()));
+        elog.debug("connection from {}: {}", peer, exception_message(std::current_exception()));
     }
     if (!out_closed) {
         try {
@@ -148,7 +138,7 @@ void echo_server::answer_datagram(net::datagram d) {
     (void)f.then_wrapped([this](future<> r) {
         if (r.failed()) {
             ++_stats.datagram_errors;
-            elog.debug("UDP send: {}", message_of(r.get_exception()));
+            elog.debug("UDP send: {}", exception_message(r.get_exception()));
         }
         _udp_sends.signal(1);
     });
@@ -164,7 +154,7 @@ future<> echo_server::udp_loop(gate::holder) {
                 break;
             }
             ++_stats.datagram_errors;
-            elog.debug("UDP receive: {}", message_of(std::current_exception()));
+            elog.debug("UDP receive: {}", exception_message(std::current_exception()));
             continue;
         }
         ++_stats.datagrams;

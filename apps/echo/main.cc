@@ -6,8 +6,20 @@
 // ("(tcp+tls)" with --tls-cert; the UDP part is left out with --udp-port 0). Stops cleanly on
 // SIGINT/SIGTERM with exit code 0 and logs "reef-echo stopped: ..." with its counters. Exit code
 // 1 when it cannot listen (the message names the address), 2 for bad options.
+//
+// It runs on reef::app (dataplane/app.hh), so it takes --network-stack and, in builds with DPDK,
+// every DPDK option. With --dpdk-pmd the DPDK port is started, but TCP and the UDP channel still
+// listen on the posix (kernel) stack until the native stack exists; what reaches the DPDK port is
+// answered only by the UDP fast path:
+//   --udp-fast-path (needs --dpdk-pmd): every shard's packet hook answers UDP echo requests to the
+//   UDP port (and to --address when it is not the any address) by rewriting each request frame
+//   into its reply (apps/echo/udp_fast_path.hh); everything else passes on. At exit it logs
+//       reef-echo fast path: <A> frames answered, <M> malformed, <P> passed on
+//   and with --dpdk-pmd, one line per shard with the device's counters:
+//       reef-echo shard <i>: rx <n> tx <n> hooked <n> forwarded <n> received-forwarded <n> ...
 #include "apps/echo/echo_server.hh"
-#include "runtime/app_template.hh"
+#include "apps/echo/udp_fast_path.hh"
+#include "dataplane/app.hh"
 #include "runtime/coroutine.hh"
 #include "runtime/log.hh"
 #include "runtime/reactor.hh"
@@ -36,23 +48,63 @@ struct cli_values {
     std::optional<unsigned> udp_port;
     std::string tls_cert;
     std::string tls_key;
+    bool udp_fast_path = false;
 };
 
-std::string message_of(const std::exception_ptr& ex) {
-    try {
-        std::rethrow_exception(ex);
-    } catch (const std::exception& e) {
-        return e.what();
-    } catch (...) {
-        return "unknown error";
+struct state {
+    sharded<echo_server> servers;
+    sharded<udp_fast_path> fast_path;
+    bool fast_path_running = false;
+    bool running = false;
+    promise<> stopped;
+};
+
+// The device's counters of every shard, and the fast path's totals, in the exit log.
+future<> log_dataplane_stats(state& st) {
+    if (st.fast_path_running) {
+        auto totals = co_await st.fast_path.map_reduce0([](udp_fast_path& f) { return f.stats(); }, fast_path_stats(),
+                                                        [](fast_path_stats a, const fast_path_stats& b) {
+                                                            a.answered += b.answered;
+                                                            a.malformed += b.malformed;
+                                                            a.passed += b.passed;
+                                                            return a;
+                                                        });
+        mlog.info("reef-echo fast path: {} frames answered, {} malformed, {} passed on", totals.answered,
+                  totals.malformed, totals.passed);
+    }
+    if (!app::device()) {
+        co_return;
+    }
+    for (unsigned shard = 0; shard < smp::count; ++shard) {
+        auto f = smp::submit_to(shard, [] { return app::device()->local_stats(); });
+        net::device_stats s = co_await std::move(f);
+        // rx/hooked count frames delivered on this shard, forwarded those it polled for another
+        // shard; tx counts frames sent on this shard's queue, tx-proxied those it handed to a
+        // queue owner.
+        mlog.info(
+            "reef-echo shard {}: rx {} tx {} hooked {} forwarded {} received-forwarded {} tx-proxied {} "
+            "tx-dropped {} rss-dropped {} runt {} bad-length {} chain {} no-handler {}",
+            shard, s.rx_packets, s.tx_packets, s.rx_hooked, s.sw_rss_forwarded, s.sw_rss_received, s.tx_proxied,
+            s.tx_dropped, s.sw_rss_dropped, s.rx_dropped_runt, s.rx_dropped_bad_length, s.rx_dropped_chain,
+            s.rx_dropped_no_handler);
     }
 }
 
 // SIGINT/SIGTERM (or the end of main): stop every shard's server, log the counters, then let
 // main's coroutine finish.
-future<> stop_on_exit(sharded<echo_server>& servers, bool& running, promise<>& stopped) {
-    if (running) {
-        running = false;
+future<> stop_on_exit(state& st) {
+    auto& servers = st.servers;
+    if (st.fast_path_running) {
+        // First, so that no frame is answered after the counters are read.
+        co_await st.fast_path.invoke_on_all([](udp_fast_path& f) { f.uninstall(); });
+        co_await log_dataplane_stats(st);
+        st.fast_path_running = false;
+        co_await st.fast_path.stop();
+    } else {
+        co_await log_dataplane_stats(st);
+    }
+    if (st.running) {
+        st.running = false;
         auto totals = co_await servers.map_reduce0([](echo_server& s) { return s.stats(); }, echo_stats(),
                                                    [](echo_stats a, const echo_stats& b) {
                                                        a.connections += b.connections;
@@ -68,11 +120,16 @@ future<> stop_on_exit(sharded<echo_server>& servers, bool& running, promise<>& s
             "({} errors)",
             totals.connections, totals.connection_errors, totals.bytes, totals.datagrams, totals.datagram_errors);
     }
-    stopped.set_value();
+    st.stopped.set_value();
 }
 
-future<int> run(const cli_values& v, net::network_stack_options net_opts, sharded<echo_server>& servers, bool& running,
-                promise<>& stopped) {
+future<int> run(const cli_values& v, const app& a, state& st) {
+    auto& servers = st.servers;
+    if (v.udp_fast_path && !a.dpdk_enabled()) {
+        std::fprintf(stderr, "reef-echo: --udp-fast-path needs --dpdk-pmd%s\n",
+                     app::has_dpdk() ? "" : " (and this build has no DPDK)");
+        co_return 2;
+    }
     net::inet_address addr;
     try {
         addr = net::inet_address::parse(v.address);
@@ -80,20 +137,27 @@ future<int> run(const cli_values& v, net::network_stack_options net_opts, sharde
         std::fprintf(stderr, "reef-echo: --address: %s\n", e.what());
         co_return 2;
     }
-    auto stopped_future = stopped.get_future();
+    if (v.udp_fast_path && v.udp_port == 0u) {
+        std::fprintf(stderr, "reef-echo: --udp-fast-path needs a UDP port (--udp-port is 0)\n");
+        co_return 2;
+    }
+    if (v.udp_fast_path && !addr.is_ipv4() && !addr.is_any()) {
+        std::fprintf(stderr, "reef-echo: --udp-fast-path answers IPv4 only: --address must be IPv4 or any\n");
+        co_return 2;
+    }
+    auto stopped_future = st.stopped.get_future();
     std::exception_ptr start_error;
     try {
-        // (Futures are named before co_await: see the GCC 12 note in runtime/coroutine.hh.)
-        auto stack_started = net::start_network_stack(std::move(net_opts));
-        co_await std::move(stack_started);
-        // After the stack's own hook, so that it runs first (hooks run last registered first).
-        engine().at_exit([&servers, &running, &stopped] { return stop_on_exit(servers, running, stopped); });
+        // reef::app started the stack (and the device) before this runs, so this hook runs before
+        // theirs (hooks run last registered first). (Futures are named before co_await: see the
+        // GCC 12 note in runtime/coroutine.hh.)
+        engine().at_exit([&st] { return stop_on_exit(st); });
 
         echo_config cfg;
         cfg.tls_cert = v.tls_cert;
         cfg.tls_key = v.tls_key;
         co_await servers.start(cfg);
-        running = true;
+        st.running = true;
 
         // Shard 0 binds first, so that port 0 becomes one port that every shard then shares.
         net::socket_address tcp(addr, std::uint16_t(v.port));
@@ -120,6 +184,17 @@ future<int> run(const cli_values& v, net::network_stack_options net_opts, sharde
         });
         co_await std::move(others);
         co_await servers.invoke_on_all([](echo_server& s) { s.serve(); });
+        if (v.udp_fast_path) {
+            std::optional<std::uint32_t> only;
+            if (addr.is_ipv4() && !addr.is_any()) {
+                only = addr.as_in_addr().s_addr;
+            }
+            co_await st.fast_path.start(udp->port(), only);
+            st.fast_path_running = true;
+            co_await st.fast_path.invoke_on_all([](udp_fast_path& f) { f.install(); });
+            mlog.info("UDP fast path on {} port {} of {}", only ? v.address : std::string("any address"), udp->port(),
+                      app::device()->name());
+        }
 
         fmt::print("reef-echo listening on {} ({}){}, {} shards\n", tcp, v.tls_cert.empty() ? "tcp" : "tcp+tls",
                    udp ? fmt::format(" {} (udp)", *udp) : std::string(), smp::count);
@@ -128,9 +203,13 @@ future<int> run(const cli_values& v, net::network_stack_options net_opts, sharde
         start_error = std::current_exception();
     }
     if (start_error) {
-        mlog.error("cannot start: {}", message_of(start_error));
-        if (running) {
-            running = false;
+        mlog.error("cannot start: {}", exception_message(start_error));
+        if (st.fast_path_running) {
+            st.fast_path_running = false;
+            co_await st.fast_path.stop();
+        }
+        if (st.running) {
+            st.running = false;
             co_await servers.stop();
         }
         co_return 1;
@@ -142,12 +221,10 @@ future<int> run(const cli_values& v, net::network_stack_options net_opts, sharde
 }  // namespace
 
 int main(int argc, char** argv) {
-    app_template app("reef-echo",
-                     "Reef echo server: every shard answers TCP connections and UDP datagrams with the bytes they "
-                     "carry. Stops on SIGINT or SIGTERM.");
+    app app("reef-echo",
+            "Reef echo server: every shard answers TCP connections and UDP datagrams with the bytes they "
+            "carry. Stops on SIGINT or SIGTERM.");
     cli_values v;
-    net::network_stack_options net_opts;
-    net_opts.register_options(app.options());
     auto& o = app.options();
     o.add_option("--address", v.address, "Local IPv4 or IPv6 address to listen on")->capture_default_str();
     o.add_option("--port", v.port, "TCP port (0: any free port, printed when listening)")
@@ -160,9 +237,10 @@ int main(int argc, char** argv) {
     auto* key = o.add_option("--tls-key", v.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
     cert->needs(key);
     key->needs(cert);
+    o.add_flag("--udp-fast-path", v.udp_fast_path,
+               "Answer UDP echo requests arriving on the DPDK port from the packet hook, without the stack "
+               "(needs --dpdk-pmd; IPv4; --address, when not the any address, limits it to that address)");
 
-    sharded<echo_server> servers;
-    bool running = false;
-    promise<> stopped;
-    return app.run(argc, argv, [&]() -> future<int> { return run(v, net_opts, servers, running, stopped); });
+    state st;
+    return app.run(argc, argv, [&]() -> future<int> { return run(v, app, st); });
 }

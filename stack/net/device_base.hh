@@ -220,6 +220,11 @@ protected:
             return;
         }
         std::optional<std::uint32_t> h = nic_hash(f);
+        if (_shards.size() == 1) {
+            // One shard owns every flow: no software hash (the packet carries the NIC's, if any).
+            deliver(s, std::move(f), h);
+            return;
+        }
         if (!h) {
             auto head = frame_head(f);
             h = frame_flow_hash(_toeplitz, head.data(), head.size());
