@@ -552,13 +552,20 @@ bool reactor::poll_once() {
     ++_stats.polls;
     bool work = expire_timers();
     work |= check_signals();
-    if (_registered_fds) {
-        work |= poll_fds();
-    }
     // By index: a poll may register or unregister pollers (every smp::submit_to function runs
     // inside the smp poller). A poller removed this round may make the next one wait a round.
+    bool pollers_busy = false;
     for (std::size_t i = 0; i < _pollers.size(); ++i) {
-        work |= _pollers[i]->poll();
+        pollers_busy |= _pollers[i]->poll();
+    }
+    work |= pollers_busy;
+    // epoll_wait is a system call: while registered pollers (a NIC queue, the smp rings) keep
+    // finding work, descriptors are polled one round in fd_poll_stride only; a round where the
+    // pollers find nothing always polls them. Kernel sockets of a busy dataplane wait at most a
+    // few microseconds more; a posix-only shard (no busy poller) polls every round as before.
+    if (_registered_fds && (!pollers_busy || ++_fd_poll_skips >= fd_poll_stride)) {
+        _fd_poll_skips = 0;
+        work |= poll_fds();
     }
     if (_stall_captured) [[unlikely]] {
         report_stall();

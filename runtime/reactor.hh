@@ -194,6 +194,8 @@ private:
     int _epollfd = -1;
     int _wakefd = -1;
     std::size_t _registered_fds = 0;
+    static constexpr unsigned fd_poll_stride = 16;
+    unsigned _fd_poll_skips = 0;
     std::atomic<bool> _sleeping{false};
     std::atomic<std::uint64_t> _wakeup_writes{0};
 
