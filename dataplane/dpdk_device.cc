@@ -4,6 +4,7 @@
 #include "runtime/coroutine.hh"
 #include "runtime/future_util.hh"
 #include "stack/net/checksum.hh"
+#include "stack/net/ethernet.hh"
 
 #include <rte_bus.h>
 #include <rte_dev.h>
@@ -24,11 +25,7 @@ namespace reef::dpdk {
 
 namespace {
 
-constexpr std::uint16_t ethertype_ipv4 = 0x0800;
-constexpr std::uint16_t ethertype_ipv6 = 0x86dd;
-constexpr std::uint16_t ethertype_vlan = 0x8100;
-constexpr std::uint16_t ethertype_qinq = 0x88a8;
-constexpr std::size_t eth_hdr = 14;
+constexpr std::size_t eth_hdr = net::eth::header_len;
 // Longest piece one attached mbuf carries (buf_len is 16 bits).
 constexpr std::size_t max_ext_chunk = 32768;
 // Most segments Reef sends in one frame, whatever the port allows.
@@ -36,28 +33,8 @@ constexpr unsigned max_tx_segments = 64;
 
 std::atomic<unsigned> g_pool_serial{0};
 
-std::uint16_t be16_at(const char* p) noexcept {
-    std::uint16_t v;
-    std::memcpy(&v, p, 2);
-    return ntohs(v);
-}
-
-// L3 offset and ethertype of a frame (one VLAN tag skipped), from a contiguous head.
-bool l3_of(const char* head, std::size_t len, std::size_t& l3, std::uint16_t& type) noexcept {
-    if (len < eth_hdr) {
-        return false;
-    }
-    type = be16_at(head + 12);
-    l3 = eth_hdr;
-    if (type == ethertype_vlan || type == ethertype_qinq) {
-        if (len < eth_hdr + 4) {
-            return false;
-        }
-        type = be16_at(head + 16);
-        l3 = eth_hdr + 4;
-    }
-    return true;
-}
+using net::eth::l3_offset;
+using net::eth::load_be16;
 
 }  // namespace
 
@@ -542,27 +519,27 @@ bool dpdk_device::rx_frame_ok(rte_mbuf* m, net::device_stats& st, dpdk_shard_sta
     auto* h = static_cast<const char*>(rte_pktmbuf_read(m, 0, std::uint32_t(avail), hdr));
     std::size_t l3;
     std::uint16_t type;
-    if (!h || !l3_of(h, avail, l3, type)) {
+    if (!h || !l3_offset(h, avail, l3, type)) {
         ++st.rx_dropped_runt;
         return false;
     }
-    if (type == ethertype_ipv4) {
+    if (type == net::eth::type_ipv4) {
         if (avail < l3 + 20) {
             ++st.rx_dropped_bad_length;
             return false;
         }
         std::size_t ihl = std::size_t(h[l3] & 0x0f) * 4;
-        std::size_t total = be16_at(h + l3 + 2);
+        std::size_t total = load_be16(h + l3 + 2);
         if ((h[l3] & 0xf0) != 0x40 || ihl < 20 || total < ihl || l3 + total > m->pkt_len) {
             ++st.rx_dropped_bad_length;
             return false;
         }
-    } else if (type == ethertype_ipv6) {
+    } else if (type == net::eth::type_ipv6) {
         if (avail < l3 + 40) {
             ++st.rx_dropped_bad_length;
             return false;
         }
-        std::size_t payload = be16_at(h + l3 + 4);
+        std::size_t payload = load_be16(h + l3 + 4);
         if (l3 + 40 + payload > m->pkt_len) {
             ++st.rx_dropped_bad_length;
             return false;
@@ -628,13 +605,13 @@ bool dpdk_device::prepare_offloads(net::packet& p, rte_mbuf*, std::uint64_t& ol,
     }
     std::size_t off;
     std::uint16_t type;
-    if (!l3_of(eth, std::min<std::size_t>(p.len(), eth_hdr + 4), off, type)) {
+    if (!l3_offset(eth, std::min<std::size_t>(p.len(), eth_hdr + 4), off, type)) {
         return false;
     }
     l2 = std::uint16_t(off);
     std::uint8_t proto;
     char* ip;
-    if (type == ethertype_ipv4) {
+    if (type == net::eth::type_ipv4) {
         ip = p.get_header(off, 20);
         if (!ip) {
             return false;
@@ -650,7 +627,7 @@ bool dpdk_device::prepare_offloads(net::packet& p, rte_mbuf*, std::uint64_t& ol,
             ol |= RTE_MBUF_F_TX_IP_CKSUM;
             std::memset(ip + 10, 0, 2);
         }
-    } else if (type == ethertype_ipv6) {
+    } else if (type == net::eth::type_ipv6) {
         ip = p.get_header(off, 40);
         if (!ip) {
             return false;
@@ -685,7 +662,7 @@ bool dpdk_device::prepare_offloads(net::packet& p, rte_mbuf*, std::uint64_t& ol,
     // The PMD expects the pseudo-header checksum (without the length for TSO) in the L4 field.
     // Copy the IP header first: reading the L4 field may move fragments.
     std::uint16_t phdr;
-    if (type == ethertype_ipv4) {
+    if (type == net::eth::type_ipv4) {
         rte_ipv4_hdr iph;
         std::memcpy(&iph, p.get_header(off, 20), sizeof(iph));
         phdr = rte_ipv4_phdr_cksum(&iph, ol);

@@ -2,6 +2,7 @@
 
 #include "dataplane/app.hh"
 #include "stack/net/checksum.hh"
+#include "stack/net/ethernet.hh"
 
 #include <algorithm>
 #include <cstring>
@@ -10,13 +11,11 @@ namespace reef::echo {
 
 namespace {
 
-constexpr std::size_t eth_len = 14;
+constexpr std::size_t eth_len = net::eth::header_len;
 constexpr std::size_t ipv4_min_len = 20;
 constexpr std::size_t udp_len = 8;
 
-std::uint16_t load_be16(const char* p) noexcept {
-    return std::uint16_t((std::uint8_t(p[0]) << 8) | std::uint8_t(p[1]));
-}
+using net::eth::load_be16;
 
 void swap_bytes(char* a, char* b, std::size_t n) noexcept { std::swap_ranges(a, a + n, b); }
 
@@ -29,7 +28,7 @@ fast_path_verdict answer_in_place(net::packet& frame, const net::ethernet_addres
         return fast_path_verdict::not_ours;  // a runt, or too short for UDP: the stack's business
     }
     char* h = frame.get_header(0, eth_len + ipv4_min_len);
-    if (!h || load_be16(h + 12) != 0x0800) {
+    if (!h || load_be16(h + 12) != net::eth::type_ipv4) {
         return fast_path_verdict::not_ours;
     }
     if (std::memcmp(h, own_mac.mac.data(), 6) != 0) {

@@ -1,5 +1,7 @@
 #include "stack/net/checksum.hh"
 
+#include "stack/net/ethernet.hh"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -48,16 +50,7 @@ std::uint16_t fold(std::uint64_t s) noexcept {
 
 std::uint16_t swap16(std::uint16_t v) noexcept { return std::uint16_t((v >> 8) | (v << 8)); }
 
-constexpr std::uint16_t ethertype_ipv4 = 0x0800;
-constexpr std::uint16_t ethertype_ipv6 = 0x86dd;
-constexpr std::uint16_t ethertype_vlan = 0x8100;
-constexpr std::uint16_t ethertype_qinq = 0x88a8;
-
-std::uint16_t load_be16(const char* p) noexcept {
-    std::uint16_t v;
-    std::memcpy(&v, p, 2);
-    return ntohs(v);
-}
+using eth::load_be16;
 
 // Zero the 2-byte checksum field at `offset`, checksum [l4, l4 + l4_len) with the pseudo-header in
 // `c`, store. UDP sends a computed 0 as 0xffff (0 means "no checksum" there, RFC 768).
@@ -161,21 +154,15 @@ bool fill_checksums(packet& p) {
     if (!oi.needs_csum && !oi.needs_ip_csum) {
         return true;
     }
-    const char* eth = p.get_header(0, 14);
-    if (!eth) {
+    // The Ethernet header and a possible VLAN tag, contiguous (get_header copies only if split).
+    std::size_t head_len = std::min(p.len(), eth::header_len + eth::vlan_tag_len);
+    const char* head = p.get_header(0, head_len);
+    std::size_t l3;
+    std::uint16_t type;
+    if (!head || !eth::l3_offset(head, head_len, l3, type)) {
         return false;
     }
-    std::size_t l3 = 14;
-    std::uint16_t type = load_be16(eth + 12);
-    if (type == ethertype_vlan || type == ethertype_qinq) {
-        const char* tag = p.get_header(14, 4);
-        if (!tag) {
-            return false;
-        }
-        type = load_be16(tag + 2);
-        l3 = 18;
-    }
-    if (type == ethertype_ipv4) {
+    if (type == eth::type_ipv4) {
         char* ip = p.get_header(l3, 20);
         if (!ip) {
             return false;
@@ -211,7 +198,7 @@ bool fill_checksums(packet& p) {
         }
         return true;
     }
-    if (type == ethertype_ipv6) {
+    if (type == eth::type_ipv6) {
         oi.needs_ip_csum = false;  // IPv6 has no header checksum
         if (!oi.needs_csum) {
             return true;

@@ -1,5 +1,7 @@
 #include "stack/net/toeplitz.hh"
 
+#include "stack/net/ethernet.hh"
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -69,31 +71,19 @@ std::uint32_t toeplitz::hash(std::span<const std::uint8_t> data) const noexcept 
 
 namespace {
 
-constexpr std::uint16_t ethertype_ipv4 = 0x0800;
-constexpr std::uint16_t ethertype_ipv6 = 0x86dd;
-constexpr std::uint16_t ethertype_vlan = 0x8100;
-constexpr std::uint16_t ethertype_qinq = 0x88a8;
 constexpr std::uint8_t proto_tcp = 6;
 constexpr std::uint8_t proto_udp = 17;
 
-std::uint16_t load_be16(const unsigned char* p) noexcept { return static_cast<std::uint16_t>((p[0] << 8) | p[1]); }
+using eth::load_be16;
 
 }  // namespace
 
 std::optional<std::uint32_t> frame_flow_hash(const toeplitz& t, const char* frame, std::size_t len) noexcept {
     auto* p = reinterpret_cast<const unsigned char*>(frame);
-    std::size_t off = 12;
-    if (len < off + 2) {
+    std::size_t off;
+    std::uint16_t type;
+    if (!eth::l3_offset(frame, len, off, type)) {
         return std::nullopt;
-    }
-    std::uint16_t type = load_be16(p + off);
-    off += 2;
-    if (type == ethertype_vlan || type == ethertype_qinq) {
-        if (len < off + 4) {
-            return std::nullopt;
-        }
-        type = load_be16(p + off + 2);
-        off += 4;
     }
     // src addr, dst addr, src port, dst port: at most 16 + 16 + 2 + 2 bytes.
     std::uint8_t tuple[36];
@@ -101,7 +91,7 @@ std::optional<std::uint32_t> frame_flow_hash(const toeplitz& t, const char* fram
     std::size_t l4;
     std::uint8_t proto;
     bool ports;
-    if (type == ethertype_ipv4) {
+    if (type == eth::type_ipv4) {
         if (len < off + 20) {
             return std::nullopt;
         }
@@ -117,7 +107,7 @@ std::optional<std::uint32_t> frame_flow_hash(const toeplitz& t, const char* fram
         bool fragment = (frag & 0x3fff) != 0;  // MF set or a non-zero offset
         ports = !fragment;
         l4 = off + ihl;
-    } else if (type == ethertype_ipv6) {
+    } else if (type == eth::type_ipv6) {
         if (len < off + 40) {
             return std::nullopt;
         }
