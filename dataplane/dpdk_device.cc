@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <typeinfo>
 
 namespace reef::dpdk {
 
@@ -48,6 +49,23 @@ struct dpdk_device::completion {
     completion* next = nullptr;
 };
 
+// The owner of a received frame's packet, constructed in the mbuf's private area (every RX pool
+// has room for one): handing a received mbuf to the stack allocates nothing. Deleting it runs the
+// class's own operator delete, which frees the mbuf the object lives in, after the destructors.
+// transmit_local() recognizes it (rx_owner_mbuf) to send a received frame back in place.
+struct dpdk_device::rx_owner final : deleter::impl {
+    rx_owner() noexcept : impl(deleter()) {}
+    static rte_mbuf* mbuf_of(void* self) noexcept {
+        return reinterpret_cast<rte_mbuf*>(static_cast<char*>(self) - sizeof(rte_mbuf));
+    }
+    static void operator delete(void* self) noexcept { rte_pktmbuf_free(mbuf_of(self)); }
+};
+
+namespace {
+constexpr std::uint16_t rx_priv_size =
+    std::uint16_t((sizeof(dpdk_device::rx_owner) + RTE_MBUF_PRIV_ALIGN - 1) / RTE_MBUF_PRIV_ALIGN * RTE_MBUF_PRIV_ALIGN);
+}
+
 struct dpdk_device::completion_queues {
     struct alignas(64) head {
         std::atomic<completion*> top{nullptr};
@@ -65,6 +83,10 @@ struct dpdk_device::shard_part {
     std::size_t zc_outstanding = 0;  // completions made here and not yet run
     bool stopping = false;
 };
+
+// (inline: several calls per packet; only this file uses them)
+inline dpdk_device::shard_part& dpdk_device::local_part() noexcept { return *_shards[this_shard_id()]; }
+inline const dpdk_device::shard_part& dpdk_device::local_part() const noexcept { return *_shards[this_shard_id()]; }
 
 class dpdk_device::queue_poller final : public pollfn {
     dpdk_device& _d;
@@ -202,8 +224,6 @@ dpdk_device::~dpdk_device() {
     }
 }
 
-dpdk_device::shard_part& dpdk_device::local_part() noexcept { return *_shards[this_shard_id()]; }
-const dpdk_device::shard_part& dpdk_device::local_part() const noexcept { return *_shards[this_shard_id()]; }
 
 const dpdk_shard_stats& dpdk_device::local_dpdk_stats() const noexcept { return local_part().stats; }
 
@@ -247,12 +267,12 @@ future<> dpdk_device::create_pools() {
         unsigned n = _cfg.mbufs_per_shard;
         // A cache holds up to 1.5x its size per lcore; keep them a small part of the pool.
         unsigned cache = std::min(256u, n / 16);
-        auto make = [&](const std::string& name, std::uint16_t room) {
-            rte_mempool* p = rte_pktmbuf_pool_create(name.c_str(), n, cache, 0, room, socket);
+        auto make = [&](const std::string& name, std::uint16_t priv, std::uint16_t room) {
+            rte_mempool* p = rte_pktmbuf_pool_create(name.c_str(), n, cache, priv, room, socket);
             if (!p && socket != SOCKET_ID_ANY) {
                 dpdk_log.warn("shard {}: no memory for pool {} on NUMA node {}; taking it from any node", shard, name,
                               socket);
-                p = rte_pktmbuf_pool_create(name.c_str(), n, cache, 0, room, SOCKET_ID_ANY);
+                p = rte_pktmbuf_pool_create(name.c_str(), n, cache, priv, room, SOCKET_ID_ANY);
             }
             if (!p) {
                 throw eal_error(fmt::format(
@@ -262,8 +282,9 @@ future<> dpdk_device::create_pools() {
             }
             return p;
         };
-        part.pool = make(fmt::format("rf{}p{}s{}", serial, _cfg.port_id, shard), RTE_MBUF_DEFAULT_BUF_SIZE);
-        part.ext_pool = make(fmt::format("rf{}p{}s{}x", serial, _cfg.port_id, shard), 0);
+        part.pool =
+            make(fmt::format("rf{}p{}s{}", serial, _cfg.port_id, shard), rx_priv_size, RTE_MBUF_DEFAULT_BUF_SIZE);
+        part.ext_pool = make(fmt::format("rf{}p{}s{}x", serial, _cfg.port_id, shard), 0, 0);
         part.txq.reserve(_cfg.tx_ring);
     });
 }
@@ -556,11 +577,12 @@ bool dpdk_device::rx_frame_ok(rte_mbuf* m, net::device_stats& st, dpdk_shard_sta
     return true;
 }
 
-std::optional<std::uint32_t> dpdk_device::nic_hash(rte_mbuf* const& m) const noexcept {
+bool dpdk_device::nic_hash(rte_mbuf* const& m, std::uint32_t& h) const noexcept {
     if (_hw_rss && (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH)) {
-        return m->hash.rss;
+        h = m->hash.rss;
+        return true;
     }
-    return std::nullopt;
+    return false;
 }
 
 std::span<const char> dpdk_device::frame_head(rte_mbuf* const& m) const noexcept {
@@ -576,14 +598,48 @@ net::packet dpdk_device::to_packet(rte_mbuf*&& frame) {
     for (rte_mbuf* s = m; s && n < max_rx_segments; s = s->next) {
         frags[n++] = net::fragment{rte_pktmbuf_mtod(s, char*), s->data_len};
     }
-    deleter d;
-    try {
-        d = make_deleter([m]() noexcept { rte_pktmbuf_free(m); });
-    } catch (...) {
-        rte_pktmbuf_free(m);
-        throw;
-    }
+    // Every RX mbuf comes from a pool of this device (the queues' pools), which have the room.
+    deleter d(new (rte_mbuf_to_priv(m)) rx_owner());
     return net::packet(frags, n, std::move(d));  // on bad_alloc, d frees the mbuf
+}
+
+bool dpdk_device::writable_view(rte_mbuf*& m, net::hook_frame& v) noexcept {
+    // A chain, an mbuf attached to someone else's memory (a frame a peer port sent zero-copy,
+    // with net_ring), or one shared: the hook must not write it.
+    if (m->nb_segs != 1 || !RTE_MBUF_DIRECT(m) || rte_mbuf_refcnt_read(m) != 1) {
+        return false;
+    }
+    v.data = rte_pktmbuf_mtod(m, char*);
+    v.len = m->data_len;
+    v.room = std::size_t(m->buf_len) - m->data_off;
+    return true;
+}
+
+void dpdk_device::set_frame_len(rte_mbuf*& m, std::size_t len) noexcept {
+    m->data_len = std::uint16_t(len);
+    m->pkt_len = std::uint32_t(len);
+    m->ol_flags = 0;  // the RX flags mean nothing on TX; the hook left the checksums right
+    m->tx_offload = 0;
+}
+
+rte_mbuf* dpdk_device::rx_owner_mbuf(const net::packet& p) noexcept {
+    // Only a packet that is exactly one whole-owned, unshared, single-segment received mbuf (its
+    // bytes possibly trimmed or rewritten in place) can go back out as that mbuf.
+    if (p.nr_frags() != 1) {
+        return nullptr;
+    }
+    deleter::impl* i = p.owner().peek_impl();
+    if (!i || i->refs != 1 || i->next || typeid(*i) != typeid(rx_owner)) {
+        return nullptr;
+    }
+    rte_mbuf* m = rx_owner::mbuf_of(i);
+    const net::fragment& f = p.frag(0);
+    const char* buf = static_cast<const char*>(m->buf_addr);
+    if (m->next || !RTE_MBUF_DIRECT(m) || rte_mbuf_refcnt_read(m) != 1 || f.base < buf ||
+        f.base + f.size > buf + m->buf_len) {
+        return nullptr;
+    }
+    return m;
 }
 
 void dpdk_device::free_frame(rte_mbuf*&& m) noexcept { rte_pktmbuf_free(std::exchange(m, nullptr)); }
@@ -888,23 +944,40 @@ std::optional<rte_mbuf*> dpdk_device::to_frame(net::packet&& p) noexcept {
 }
 
 void dpdk_device::transmit_local(net::packet&& p) noexcept {
-    if (local_part().stopping) {
+    auto& part = local_part();
+    if (part.stopping) {
         net::packet dead = std::move(p);
         ++stats().tx_dropped;
         return;
+    }
+    auto& oi = p.offload();
+    if (!oi.needs_csum && !oi.needs_ip_csum && !oi.tso_seg_size) {
+        if (rte_mbuf* m = rx_owner_mbuf(p)) {
+            // A received frame sent back (a packet hook answering in place): the same mbuf goes out.
+            const net::fragment f = p.frag(0);
+            std::move(p).release().release_impl();  // the mbuf is the TX ring's now
+            m->data_off = std::uint16_t(f.base - static_cast<char*>(m->buf_addr));
+            m->data_len = std::uint16_t(f.size);
+            m->pkt_len = std::uint32_t(f.size);
+            m->nb_segs = 1;
+            m->ol_flags = 0;
+            m->tx_offload = 0;
+            ++part.stats.tx_in_place;
+            queue_tx(part, m);
+            return;
+        }
     }
     rte_mbuf* m = build_mbuf(std::move(p), true);
     if (!m) {
         ++stats().tx_dropped;
         return;
     }
-    queue_tx(m);
+    queue_tx(part, m);
 }
 
-void dpdk_device::transmit_frame(rte_mbuf*&& m) noexcept { queue_tx(std::exchange(m, nullptr)); }
+void dpdk_device::transmit_frame(rte_mbuf*&& m) noexcept { queue_tx(local_part(), std::exchange(m, nullptr)); }
 
-void dpdk_device::queue_tx(rte_mbuf* m) noexcept {
-    auto& part = local_part();
+void dpdk_device::queue_tx(shard_part& part, rte_mbuf* m) noexcept {
     if (part.stopping) {
         rte_pktmbuf_free(m);
         ++stats().tx_dropped;

@@ -100,6 +100,7 @@ struct dpdk_shard_stats {
     std::uint64_t tx_copied_bytes = 0;     ///< bytes copied into mbufs
     std::uint64_t tx_linearized = 0;       ///< frames copied whole: too many fragments for the port
     std::uint64_t tx_bad_offload = 0;      ///< dropped: headers the checksum/TSO code could not parse
+    std::uint64_t tx_in_place = 0;         ///< received frames sent back in their own mbuf (no copy)
 };
 
 /// One extended statistic of the port (rte_eth_xstats).
@@ -151,14 +152,19 @@ public:
 
 protected:
     // ---- device_base
-    std::optional<std::uint32_t> nic_hash(rte_mbuf* const& m) const noexcept override;
+    bool nic_hash(rte_mbuf* const& m, std::uint32_t& h) const noexcept override;
     std::span<const char> frame_head(rte_mbuf* const& m) const noexcept override;
     std::size_t frame_size(rte_mbuf* const& m) const noexcept override;
     net::packet to_packet(rte_mbuf*&& m) override;
+    bool writable_view(rte_mbuf*& m, net::hook_frame& v) noexcept override;
+    void set_frame_len(rte_mbuf*& m, std::size_t len) noexcept override;
     std::optional<rte_mbuf*> to_frame(net::packet&& p) noexcept override;
     void transmit_local(net::packet&& p) noexcept override;
     void transmit_frame(rte_mbuf*&& m) noexcept override;
     void free_frame(rte_mbuf*&& m) noexcept override;
+
+public:
+    struct rx_owner;  // (public for the pool sizing in the .cc)
 
 private:
     struct completion;
@@ -194,12 +200,13 @@ private:
     bool poll_queue() noexcept;
     bool rx_frame_ok(rte_mbuf* m, net::device_stats& st, dpdk_shard_stats& ds) const noexcept;
     unsigned flush_tx() noexcept;
-    void queue_tx(rte_mbuf* m) noexcept;
+    void queue_tx(shard_part& part, rte_mbuf* m) noexcept;
     bool run_completions() noexcept;
     rte_mbuf* build_mbuf(net::packet&& p, bool allow_zero_copy) noexcept;
     bool prepare_offloads(net::packet& p, rte_mbuf* head_template, std::uint64_t& ol_flags, std::uint16_t& l2,
                           std::uint16_t& l3, std::uint16_t& l4) noexcept;
     bool may_zero_copy(const char* addr) const noexcept;
+    static rte_mbuf* rx_owner_mbuf(const net::packet& p) noexcept;
     void free_pools(bool final) noexcept;
     static void ext_free_cb(void* addr, void* opaque);
 };

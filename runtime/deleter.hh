@@ -74,6 +74,20 @@ public:
     /// unchanged and d is released (its action runs if it was the last owner).
     void append(deleter d);
 
+    /// The counted impl this deleter holds, or nullptr (empty, or a make_free_deleter deleter).
+    /// For an owner that recognizes its own impl type: a device that finds its receive buffer in
+    /// a packet it is asked to send, say.
+    impl* peek_impl() const noexcept { return is_raw() ? nullptr : get_impl(); }
+    /// Stop owning without running the action and return what was held (as peek_impl() saw it,
+    /// reference included): the caller, who recognized the impl, now owns it. nullptr (and no
+    /// change) for a raw free deleter or an empty one.
+    impl* release_impl() noexcept {
+        if (is_raw()) {
+            return nullptr;
+        }
+        return reinterpret_cast<impl*>(std::exchange(_v, 0));
+    }
+
     /// Does this deleter own anything?
     explicit operator bool() const noexcept { return _v != 0; }
     bool empty() const noexcept { return _v == 0; }

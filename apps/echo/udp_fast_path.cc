@@ -21,17 +21,12 @@ void swap_bytes(char* a, char* b, std::size_t n) noexcept { std::swap_ranges(a, 
 
 }  // namespace
 
-fast_path_verdict answer_in_place(net::packet& frame, const net::ethernet_address& own_mac, std::uint16_t port,
-                                  std::optional<std::uint32_t> address) {
-    const std::size_t len = frame.len();
+fast_path_verdict answer_in_place(char* h, std::size_t len, const net::ethernet_address& own_mac, std::uint16_t port,
+                                  std::optional<std::uint32_t> address) noexcept {
     if (len < eth_len + ipv4_min_len + udp_len) {
         return fast_path_verdict::not_ours;  // a runt, or too short for UDP: the stack's business
     }
-    char* h = frame.get_header(0, eth_len + ipv4_min_len);
-    if (!h || load_be16(h + 12) != net::eth::type_ipv4) {
-        return fast_path_verdict::not_ours;
-    }
-    if (std::memcmp(h, own_mac.mac.data(), 6) != 0) {
+    if (load_be16(h + 12) != net::eth::type_ipv4 || std::memcmp(h, own_mac.mac.data(), 6) != 0) {
         return fast_path_verdict::not_ours;
     }
     const char* ip = h + eth_len;
@@ -50,12 +45,7 @@ fast_path_verdict answer_in_place(net::packet& frame, const net::ethernet_addres
     if (total < ihl + udp_len) {
         return fast_path_verdict::malformed;
     }
-    // Whole headers, IP options included (the IHL was checked against the frame above).
-    h = frame.get_header(0, eth_len + ihl + udp_len);
-    if (!h) {
-        return fast_path_verdict::malformed;
-    }
-    ip = h + eth_len;
+    // The whole headers, IP options included, are within the frame (checked above).
     char* udp = h + eth_len + ihl;
     if ((load_be16(ip + 6) & 0x3fff) != 0) {
         return fast_path_verdict::not_ours;  // a fragment (MF set or an offset): not a whole datagram
@@ -87,17 +77,14 @@ void udp_fast_path::install() {
         throw std::logic_error("the UDP fast path needs the DPDK device (--dpdk-pmd)");
     }
     const net::ethernet_address mac = dev->hw_address();
-    dev->set_packet_hook([this, dev, mac](net::packet& p) {
-        switch (answer_in_place(p, mac, _port, _address)) {
-        case fast_path_verdict::answered:
-            ++_stats.answered;
-            dev->send(std::move(p));
-            return true;
-        case fast_path_verdict::malformed: ++_stats.malformed; return false;
+    dev->set_packet_hook([this, mac](net::hook_frame& f) {
+        switch (answer_in_place(f.data, f.len, mac, _port, _address)) {
+        case fast_path_verdict::answered: ++_stats.answered; return net::hook_action::reply;
+        case fast_path_verdict::malformed: ++_stats.malformed; return net::hook_action::pass;
         case fast_path_verdict::not_ours: break;
         }
         ++_stats.passed;
-        return false;
+        return net::hook_action::pass;
     });
     _installed = true;
 }

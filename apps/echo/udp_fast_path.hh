@@ -4,7 +4,8 @@
 // What is answered: an untagged Ethernet frame addressed to the device's own MAC, carrying a whole
 // IPv4 datagram (no fragment) of protocol UDP to `port`, to `address` when one is set (else to
 // any unicast address). The reply is the same frame, same memory, with the MACs, the IPv4
-// addresses and the UDP ports swapped, sent back with device::send on the shard that received it.
+// addresses and the UDP ports swapped: the hook returns hook_action::reply and the device sends
+// the received buffer back out (for DPDK, the RX mbuf itself: nothing allocated, nothing copied).
 //
 // Checksums are left as they are, on purpose: swapping two 16-bit-aligned fields changes neither
 // the IPv4 header's one's complement sum nor the UDP pseudo-header sum (addition commutes), so a
@@ -20,8 +21,8 @@
 #pragma once
 
 #include "stack/net/device.hh"
-#include "stack/net/packet.hh"
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 
@@ -41,13 +42,12 @@ enum class fast_path_verdict {
     not_ours,   ///< left as it was
 };
 
-/// The fast path's decision and rewrite, without the device: checks `frame` as described above
-/// (`own_mac` is the device's, `port` the UDP port in host order, `address` an IPv4 address in
-/// network order or nullopt for any) and, when it is a request, rewrites it in place into the
-/// reply. May linearize header bytes that straddle fragments (packet::get_header); throws
-/// std::bad_alloc only then.
-fast_path_verdict answer_in_place(net::packet& frame, const net::ethernet_address& own_mac, std::uint16_t port,
-                                  std::optional<std::uint32_t> address);
+/// The fast path's decision and rewrite, without the device: checks the `len`-byte frame at
+/// `frame` as described above (`own_mac` is the device's, `port` the UDP port in host order,
+/// `address` an IPv4 address in network order or nullopt for any) and, when it is a request,
+/// rewrites it in place into the reply (same length).
+fast_path_verdict answer_in_place(char* frame, std::size_t len, const net::ethernet_address& own_mac,
+                                  std::uint16_t port, std::optional<std::uint32_t> address) noexcept;
 
 /// One shard's fast path. Run one per shard with sharded<udp_fast_path>; install() on each.
 class udp_fast_path {

@@ -101,12 +101,6 @@ std::uint16_t internet_checksum(const void* data, std::size_t len) noexcept {
     return c.get();
 }
 
-bool ipv4_header_checksum_ok(const void* hdr, std::size_t len) noexcept {
-    checksummer c;
-    c.add(hdr, len);
-    return c.folded_sum() == 0xffff;
-}
-
 void add_ipv4_pseudo_header(checksummer& c, const void* src, const void* dst, std::uint8_t proto,
                             std::size_t l4_len) noexcept {
     unsigned char ph[12];

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,9 +88,28 @@ struct device_stats {
     std::uint64_t tx_proxied = 0;            ///< frames sent through another shard's queue
 };
 
-/// The packet filter: sees each frame on its owner shard before the stack. Return true when it
-/// consumed the frame (it may have sent a reply with device::send); false passes it on.
-using packet_hook = std::function<bool(packet&)>;
+/// A received frame as the packet hook sees it: one contiguous buffer the hook may read and
+/// rewrite in place. The device gives the hook the frame's own buffer when it is a single segment
+/// nobody else references (the zero-copy case: an RX mbuf), else a private linear copy.
+struct hook_frame {
+    char* data = nullptr;   ///< the Ethernet header
+    std::size_t len = 0;    ///< frame length; a `reply` may set another, up to `room`
+    std::size_t room = 0;   ///< bytes usable from `data` on (>= len)
+    std::optional<std::uint32_t> rss_hash;  ///< the flow hash that chose this shard, if any
+};
+
+/// What the packet hook did with a frame.
+enum class hook_action {
+    pass,      ///< not the hook's: the frame goes on to the receive handler (bytes unchanged)
+    consumed,  ///< taken: dropped, or answered with device::send; the device releases the frame
+    reply,     ///< rewritten in place into an answer of `len` bytes: the device transmits the same
+               ///< buffer from this shard (no allocation, no copy where the frame was its own)
+};
+
+/// The packet filter (the seed's fast path): sees each frame on its owner shard before the stack,
+/// in the order the queue gave them. Runs inside the RX poller: it must not block; an exception
+/// it throws is logged and the frame dropped.
+using packet_hook = std::function<hook_action(hook_frame&)>;
 
 class device {
 public:

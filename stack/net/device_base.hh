@@ -7,7 +7,10 @@
 //    frame's owner shard is found from its hash (the NIC's, else frame_flow_hash over its first
 //    bytes) through the RETA; the frame is delivered in place or queued for its owner, and the
 //    queues are sent in one smp::submit_to per destination shard per burst (flush_forwarded());
-//  - delivery on the owner: to_packet() (zero-copy for DPDK), the packet hook, then the handler;
+//  - delivery on the owner: the packet hook first, on the frame's own buffer when writable_view()
+//    allows (no packet is made: a hook's in-place reply goes straight back out through
+//    set_frame_len() and transmit_frame(), here or through the proxying queue owner), else on a
+//    private copy; then to_packet() (zero-copy for DPDK) and the handler;
 //  - the transmit path: send() on a queue-owning shard goes to transmit_local(); on a shard
 //    without a queue the packet becomes a Frame there (to_frame) and Frames are proxied in batches
 //    to the queue-owning shard `shard % hw_queues_count()`, which calls transmit_frame();
@@ -219,7 +222,11 @@ protected:
             free_frame(std::move(f));
             return;
         }
-        std::optional<std::uint32_t> h = nic_hash(f);
+        std::uint32_t nh;
+        std::optional<std::uint32_t> h;
+        if (nic_hash(f, nh)) {
+            h = nh;
+        }
         if (_shards.size() == 1) {
             // One shard owns every flow: no software hash (the packet carries the NIC's, if any).
             deliver(s, std::move(f), h);
@@ -272,8 +279,10 @@ protected:
 
     // ---- what the concrete device provides
 
-    /// The flow hash the NIC reported for `f`, if any (used instead of hashing in software).
-    virtual std::optional<std::uint32_t> nic_hash(const Frame&) const noexcept { return std::nullopt; }
+    /// The flow hash the NIC reported for `f`, if any, in `h` (used instead of hashing in
+    /// software). (Not an optional: per frame, and an optional returned through memory costs a
+    /// store-forwarding stall.)
+    virtual bool nic_hash(const Frame&, std::uint32_t&) const noexcept { return false; }
     /// The frame's first contiguous bytes (at least the headers when the frame has them: for a
     /// chain, its first segment).
     virtual std::span<const char> frame_head(const Frame& f) const noexcept = 0;
@@ -282,6 +291,13 @@ protected:
     /// On the owner shard: the frame as a packet, owning it (zero-copy where possible). May throw
     /// std::bad_alloc, having released the frame.
     virtual packet to_packet(Frame&& f) = 0;
+    /// For the packet hook: fill v's data, len and room with the frame's own buffer and return
+    /// true when it is one contiguous buffer nobody else references (so the hook may write it);
+    /// false otherwise (the hook then gets a copy).
+    virtual bool writable_view(Frame& f, hook_frame& v) noexcept = 0;
+    /// Make f a frame of its first `len` bytes (len <= the room writable_view gave), ready to be
+    /// transmitted as it is (transmit_frame, here or on the proxying shard).
+    virtual void set_frame_len(Frame& f, std::size_t len) noexcept = 0;
     /// On a shard without a queue: the packet as a frame that may cross shards (the packet is
     /// consumed). nullopt when no frame could be had (pool empty): the base counts tx_dropped.
     virtual std::optional<Frame> to_frame(packet&& p) noexcept = 0;
@@ -444,6 +460,42 @@ private:
     // On the owner shard: packet hook, then handler.
     void deliver(shard_state& s, Frame&& f, std::optional<std::uint32_t> h) noexcept {
         std::size_t len = frame_size(f);
+        ++s.stats.rx_packets;
+        s.stats.rx_bytes += len;
+        if (s.hook) {
+            hook_frame v;
+            if (writable_view(f, v)) {
+                // The zero-copy fast path: the hook works on the frame's own buffer.
+                v.rss_hash = h;
+                hook_action a;
+                try {
+                    a = s.hook(v);
+                } catch (...) {
+                    internal::log_callback_exception("packet hook", std::current_exception());
+                    free_frame(std::move(f));
+                    return;
+                }
+                if (a == hook_action::consumed) {
+                    ++s.stats.rx_hooked;
+                    free_frame(std::move(f));
+                    return;
+                }
+                if (a == hook_action::reply) {
+                    ++s.stats.rx_hooked;
+                    if (v.len > v.room || v.len < 14 || v.len > features().max_frame_size) {
+                        ++s.stats.tx_dropped;
+                        free_frame(std::move(f));
+                        return;
+                    }
+                    set_frame_len(f, v.len);
+                    send_frame(s, std::move(f));
+                    return;
+                }
+            } else {
+                deliver_hooked_copy(s, std::move(f), h);
+                return;
+            }
+        }
         packet p;
         try {
             p = to_packet(std::move(f));
@@ -451,22 +503,73 @@ private:
             ++s.stats.rx_dropped_nomem;
             return;
         }
-        ++s.stats.rx_packets;
-        s.stats.rx_bytes += len;
         if (h) {
             p.set_rss_hash(*h);
         }
-        if (s.hook) {
-            try {
-                if (s.hook(p)) {
-                    ++s.stats.rx_hooked;
-                    return;
-                }
-            } catch (...) {
-                internal::log_callback_exception("packet hook", std::current_exception());
+        deliver_packet(s, std::move(p));
+    }
+
+    // A frame the hook may not write (a chain, or memory someone else holds): the hook gets a
+    // private linear copy; the original goes on to the handler if the hook passes.
+    void deliver_hooked_copy(shard_state& s, Frame&& f, std::optional<std::uint32_t> h) noexcept {
+        packet p, copy;
+        try {
+            p = to_packet(std::move(f));
+            copy = packet(p.to_buffer());
+        } catch (...) {
+            ++s.stats.rx_dropped_nomem;
+            return;
+        }
+        hook_frame v{copy.frag(0).base, copy.len(), copy.len(), h};
+        hook_action a;
+        try {
+            a = s.hook(v);
+        } catch (...) {
+            internal::log_callback_exception("packet hook", std::current_exception());
+            return;
+        }
+        if (a == hook_action::pass) {
+            if (h) {
+                p.set_rss_hash(*h);
+            }
+            deliver_packet(s, std::move(p));
+            return;
+        }
+        ++s.stats.rx_hooked;
+        if (a == hook_action::reply) {
+            if (v.len > v.room || v.len < 14) {
+                ++s.stats.tx_dropped;
                 return;
             }
+            copy.trim_back(copy.len() - v.len);
+            send(std::move(copy));
         }
+    }
+
+    // A hook's in-place reply: out through this shard's queue, or the queue that proxies for it.
+    void send_frame(shard_state& s, Frame&& f) noexcept {
+        unsigned queues = hw_queues_count();
+        unsigned self = this_shard_id();
+        if (s.stopped || queues == 0) {
+            ++s.stats.tx_dropped;
+            free_frame(std::move(f));
+            return;
+        }
+        if (self < queues) {
+            transmit_frame(std::move(f));
+            return;
+        }
+        auto& out = s.tx_out;
+        if (out.queued >= _forward_limit) {
+            ++s.stats.tx_dropped;
+            free_frame(std::move(f));
+            return;
+        }
+        ++s.stats.tx_proxied;
+        enqueue_out(s, out, self % queues, std::move(f), std::nullopt, /*tx=*/true);
+    }
+
+    void deliver_packet(shard_state& s, packet&& p) noexcept {
         if (!s.handler) {
             ++s.stats.rx_dropped_no_handler;
             return;

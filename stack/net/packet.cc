@@ -88,7 +88,8 @@ packet::packet(fragment f, deleter d) : _impl(new impl()) {
     _impl->push_back_unchecked(f);
 }
 
-packet::packet(const fragment* frags, std::size_t n, deleter d) : _impl(new impl(n)) {
+packet::packet(const fragment* frags, std::size_t n, deleter d)
+    : _impl(n <= inline_frags ? new impl() : new impl(n)) {
     _impl->owner = std::move(d);
     for (std::size_t k = 0; k < n; ++k) {
         _impl->push_back_unchecked(frags[k]);
@@ -199,7 +200,7 @@ void packet::append(packet&& p) {
     p.reset();
 }
 
-char* packet::get_header(std::size_t offset, std::size_t size) {
+char* packet::get_header_slow(std::size_t offset, std::size_t size) {
     if (!_impl || offset >= _impl->len || size > _impl->len - offset) {
         return nullptr;
     }

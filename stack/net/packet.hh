@@ -101,6 +101,7 @@ class packet {
         _impl = nullptr;
     }
     // Put [offset, offset + size) into one fragment by copying those bytes (they span fragments).
+    char* get_header_slow(std::size_t offset, std::size_t size);
     char* linearize_range(std::size_t first_frag, std::size_t frag_start, std::size_t offset, std::size_t size);
 
 public:
@@ -185,7 +186,13 @@ public:
     /// the range spans fragments, just those bytes are copied into one new fragment (so a header
     /// can be read in place); the rest of the packet is untouched. size 0 gives a non-null
     /// pointer only if offset < len().
-    char* get_header(std::size_t offset, std::size_t size);
+    char* get_header(std::size_t offset, std::size_t size) {
+        // Inline for the common case, headers within the first fragment (per-packet hot paths).
+        if (_impl && _impl->nr_frags && offset < _impl->frags[0].size && size <= _impl->frags[0].size - offset) {
+            return _impl->frags[0].base + offset;
+        }
+        return get_header_slow(offset, size);
+    }
     /// The same, as a pointer to H (a packed wire-format struct; no alignment is assumed).
     template <typename H>
     H* get_header(std::size_t offset = 0) {
@@ -231,6 +238,11 @@ public:
     std::vector<temporary_buffer<char>> release_into_buffers() &&;
     /// Take the owner: the caller keeps the memory alive; the packet becomes empty (no impl).
     deleter release() &&;
+    /// The owner, to look at (a device recognizing its own buffer); an empty packet's is empty.
+    const deleter& owner() const noexcept {
+        static const deleter none;
+        return _impl ? _impl->owner : none;
+    }
 
     /// Offload info. The mutable forms allocate the impl of an empty packet (so an allocation
     /// failure there terminates).

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cassert>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -81,6 +82,11 @@ void wire_frame::reset() noexcept {
     if (auto* b = std::exchange(_b, nullptr)) {
         block::destroy(b);
     }
+}
+
+void wire_frame::shrink(std::size_t n) noexcept {
+    assert(_b && n <= _b->len);
+    _b->len = n;
 }
 
 packet wire_frame::into_packet() && {

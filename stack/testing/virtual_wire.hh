@@ -153,6 +153,8 @@ public:
     std::size_t size() const noexcept;
     std::optional<std::uint32_t> hash() const noexcept;
     void set_hash(std::uint32_t h) noexcept;
+    /// Keep the first n bytes (n <= size()).
+    void shrink(std::size_t n) noexcept;
     explicit operator bool() const noexcept { return _b != nullptr; }
     void reset() noexcept;
     /// The bytes as a packet owning the block (no copy). Throws std::bad_alloc, freeing it.
@@ -182,10 +184,21 @@ public:
     future<> stop() override;
 
 protected:
-    std::optional<std::uint32_t> nic_hash(const wire_frame& f) const noexcept override { return f.hash(); }
+    bool nic_hash(const wire_frame& f, std::uint32_t& h) const noexcept override {
+        auto v = f.hash();
+        h = v.value_or(0);
+        return v.has_value();
+    }
     std::span<const char> frame_head(const wire_frame& f) const noexcept override { return {f.data(), f.size()}; }
     std::size_t frame_size(const wire_frame& f) const noexcept override { return f.size(); }
     packet to_packet(wire_frame&& f) override { return std::move(f).into_packet(); }
+    // A wire frame is one block of its own: always writable in place, never longer.
+    bool writable_view(wire_frame& f, hook_frame& v) noexcept override {
+        v.data = f.data();
+        v.len = v.room = f.size();
+        return true;
+    }
+    void set_frame_len(wire_frame& f, std::size_t len) noexcept override { f.shrink(len); }
     std::optional<wire_frame> to_frame(packet&& p) noexcept override;
     void transmit_local(packet&& p) noexcept override;
     void transmit_frame(wire_frame&& f) noexcept override;

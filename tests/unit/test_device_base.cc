@@ -55,6 +55,30 @@ std::uint16_t sport_of(const packet& p) {
     return static_cast<std::uint16_t>((std::uint8_t(s[34]) << 8) | std::uint8_t(s[35]));
 }
 std::string payload_of(const packet& p) { return p.to_string().substr(14 + 20 + 8); }
+std::string payload_of(const hook_frame& f) { return std::string(f.data + 42, f.len - 42); }
+
+// The hook's in-place answer to a "ping" frame: the reply_to bytes (same length) over it.
+hook_action pong_in_place(hook_frame& f) {
+    if (f.len < 42 || payload_of(f) != "ping") {
+        return hook_action::pass;
+    }
+    auto sport = static_cast<std::uint16_t>((std::uint8_t(f.data[34]) << 8) | std::uint8_t(f.data[35]));
+    frame_spec r;
+    r.src_mac = ethernet_address{{2, 0, 0, 0, 0, 2}};
+    r.dst_mac = ethernet_address{{2, 0, 0, 0, 0, 1}};
+    r.src_ip = ip4("10.0.0.2");
+    r.dst_ip = ip4("10.0.0.1");
+    r.src_port = server_port;
+    r.dst_port = sport;
+    r.payload = "pong";
+    std::string bytes = build_frame(r);
+    if (bytes.size() > f.room) {
+        return hook_action::pass;
+    }
+    std::memcpy(f.data, bytes.data(), bytes.size());
+    f.len = bytes.size();
+    return hook_action::reply;
+}
 
 // The reply to a_to_b_frame: addresses and ports swapped.
 std::string reply_to(const packet& p, std::string payload) {
@@ -218,17 +242,9 @@ REEF_SMP_TEST(device_base, packet_hook_consumes_and_replies, 2) {
         co_await set_handlers(*w.a, at_a);
         co_await set_handlers(*w.b, at_b);
         device& b = *w.b;
-        // B answers "ping" in the hook (on whichever shard owns the flow: shard 1 has no queue,
-        // so its replies are proxied), and lets everything else through to its handler.
-        co_await smp::invoke_on_all([&b] {
-            b.set_packet_hook([&b](packet& p) {
-                if (payload_of(p) != "ping") {
-                    return false;
-                }
-                b.send(packet(reply_to(p, "pong")));
-                return true;
-            });
-        });
+        // B answers "ping" in the hook, in place (on whichever shard owns the flow: shard 1 has
+        // no queue, so its replies are proxied), and lets everything else through to its handler.
+        co_await smp::invoke_on_all([&b] { b.set_packet_hook(pong_in_place); });
         co_await w.a->start();
         co_await w.b->start();
         std::vector<std::string> frames;
@@ -265,6 +281,49 @@ REEF_SMP_TEST(device_base, packet_hook_consumes_and_replies, 2) {
         frames.assign(1, a_to_b_frame(30000, "ping"));
         co_await send_from(*w.a, 0, frames);
         EXPECT_TRUE(co_await wait_for(at_b.total, 11));
+        co_await stop_both(w);
+    }
+    EXPECT_EQ(virtual_wire_live_frames(), 0);
+}
+
+// A hook that throws, or answers with a length its buffer cannot hold or shorter than an
+// Ethernet header: the frame is dropped and counted, nothing is sent, nothing leaks.
+REEF_TEST(device_base, hook_errors_drop_the_frame) {
+    {
+        auto w = make_virtual_wire({});
+        seen at_a, at_b;
+        co_await set_handlers(*w.a, at_a);
+        co_await set_handlers(*w.b, at_b);
+        device& b = *w.b;
+        b.set_packet_hook([](hook_frame& f) {
+            std::string pl = payload_of(f);
+            if (pl == "boom") {
+                throw std::runtime_error("hook failure");
+            }
+            if (pl == "long") {
+                f.len = f.room + 1;
+                return hook_action::reply;
+            }
+            if (pl == "tiny") {
+                f.len = 13;
+                return hook_action::reply;
+            }
+            return hook_action::pass;
+        });
+        co_await w.a->start();
+        co_await w.b->start();
+        for (const char* pl : {"boom", "long", "tiny", "data"}) {
+            w.a->send(packet(a_to_b_frame(1000, pl)));
+        }
+        EXPECT_TRUE(co_await wait_for(at_b.total, 1));
+        auto& sb = b.local_stats();
+        EXPECT_EQ(sb.rx_packets, 4u);
+        EXPECT_EQ(sb.rx_hooked, 2u);  // the two bad replies (the throw is not a decision)
+        EXPECT_EQ(sb.tx_dropped, 2u);
+        EXPECT_EQ(sb.tx_packets, 0u);
+        EXPECT_EQ(at_b.payloads[0], std::vector<std::string>{"data"});
+        co_await sleep(5ms);
+        EXPECT_EQ(at_a.total.load(), 0u);
         co_await stop_both(w);
     }
     EXPECT_EQ(virtual_wire_live_frames(), 0);
@@ -494,12 +553,14 @@ REEF_TEST(device_base, one_shard_delivers_hooks_and_never_forwards) {
         co_await set_handlers(*w.a, at_a);
         co_await set_handlers(*w.b, at_b);
         device& b = *w.b;
-        b.set_packet_hook([&b](packet& p) {
+        // This hook answers with a new packet through device::send and consumes the request.
+        b.set_packet_hook([&b](hook_frame& f) {
+            packet p(f.data, f.len);
             if (payload_of(p) != "ping") {
-                return false;
+                return hook_action::pass;
             }
             b.send(packet(reply_to(p, "pong")));
-            return true;
+            return hook_action::consumed;
         });
         co_await w.a->start();
         co_await w.b->start();

@@ -671,9 +671,11 @@ TEST(dpdk_device, software_rss_two_shards_one_queue) {
     });
 }
 
-// The packet hook consumes frames and replies from the shard that owns them (shard 1 has no
-// queue: its replies go out through shard 0's queue).
-TEST(dpdk_device, packet_hook_consumes_and_replies) {
+// The packet hook answers in place from the shard that owns each frame (shard 1 has no queue:
+// its replies go out through shard 0's queue) and consumes others. Small frames reach B in
+// mbufs of A's pool (A copied them): the hook gets the mbuf itself. Large ones A sent zero-copy,
+// so B's mbufs are attached to A's memory: the hook gets a copy, and its reply goes out as one.
+TEST(dpdk_device, packet_hook_replies_in_place_and_consumes) {
     run_dpdk(2, []() -> future<> {
         ring_pair rp("rph");
         auto a = std::make_unique<dpdk_device>(test_config(rp.a));
@@ -684,43 +686,49 @@ TEST(dpdk_device, packet_hook_consumes_and_replies) {
         receiver rx;
         co_await rx.install(*a);
         std::atomic<unsigned> stack_saw{0};
+        std::atomic<unsigned> own_buffer{0}, copied{0};
         co_await smp::invoke_on_all([&] {
             b->set_receive_handler([&](net::packet) { stack_saw.fetch_add(1); });
-            b->set_packet_hook([&](net::packet& p) {
-                // Echo: swap the MACs and ports in place, send it back.
-                auto s = p.to_string();
-                net::packet r(s.data(), s.size());
-                char* h = r.get_header(0, 42);
-                char mac[6];
-                std::memcpy(mac, h, 6);
-                std::memcpy(h, h + 6, 6);
-                std::memcpy(h + 6, mac, 6);
-                char port[2];
-                std::memcpy(port, h + 34, 2);
-                std::memcpy(h + 34, h + 36, 2);
-                std::memcpy(h + 36, port, 2);
-                b->send(std::move(r));
-                return true;
+            b->set_packet_hook([&](net::hook_frame& f) {
+                if (f.len < 42) {
+                    return net::hook_action::pass;
+                }
+                char* h = f.data;
+                std::uint16_t dport = std::uint16_t((std::uint8_t(h[36]) << 8) | std::uint8_t(h[37]));
+                if (dport == 9) {
+                    return net::hook_action::consumed;  // "discard"
+                }
+                (f.room > f.len ? own_buffer : copied).fetch_add(1);
+                // Echo: swap the MACs and ports in place and answer with the same buffer.
+                std::swap_ranges(h, h + 6, h + 6);
+                std::swap_ranges(h + 34, h + 36, h + 36);
+                return net::hook_action::reply;
             });
         });
         constexpr unsigned n = 100;
         for (unsigned i = 0; i < n; ++i) {
+            std::size_t len = i % 4 == 0 ? 700 : 100;  // 700: above the zero-copy threshold
             auto f = udp_frame(a->hw_address(), b->hw_address(),
-                               flow{0x0a000001, 0x0a000002, std::uint16_t(2000 + i), 7}, pattern(100, i));
+                               flow{0x0a000001, 0x0a000002, std::uint16_t(2000 + i), 7}, pattern(len, i));
             a->send(net::packet(f.data(), f.size()));
+            auto d = udp_frame(a->hw_address(), b->hw_address(),
+                               flow{0x0a000001, 0x0a000002, std::uint16_t(2000 + i), 9}, pattern(64, i));
+            a->send(net::packet(d.data(), d.size()));
         }
         bool all = co_await wait_for([&] { return rx.total.load() == n; });
         EXPECT_TRUE(all) << rx.total.load();
         EXPECT_EQ(stack_saw.load(), 0u);
+        EXPECT_EQ(own_buffer.load(), 3 * n / 4);
+        EXPECT_EQ(copied.load(), n / 4);
         unsigned hooked = 0, proxied = 0;
         for (unsigned s = 0; s < 2; ++s) {
             auto st = co_await smp::submit_to(s, [&b] { return b->local_stats(); });
             hooked += st.rx_hooked;
             proxied += st.tx_proxied;
         }
-        EXPECT_EQ(hooked, n);
+        EXPECT_EQ(hooked, 2 * n);
         EXPECT_GT(proxied, 0u);  // some flows belong to shard 1, which replies through shard 0
-        // Replies come back with the ports swapped.
+        // Replies come back whole, with the ports swapped.
         std::set<unsigned> sports;
         for (unsigned s = 0; s < 2; ++s) {
             auto frames = co_await smp::submit_to(s, [&rx, s] { return std::exchange(rx.frames[s], {}); });
@@ -728,10 +736,53 @@ TEST(dpdk_device, packet_hook_consumes_and_replies) {
                 auto fl = flow_of(f);
                 EXPECT_EQ(fl.sport, 7);
                 sports.insert(fl.dport);
+                unsigned i = fl.dport - 2000u;
+                EXPECT_EQ(f.substr(42), pattern(i % 4 == 0 ? 700 : 100, i)) << i;
             }
         }
         EXPECT_EQ(sports.size(), n);
         co_await smp::invoke_on_all([&] { b->set_packet_hook({}); });
+        bool back = co_await wait_for([&] { return a->mbufs_in_use() + b->mbufs_in_use() == baseline; });
+        EXPECT_TRUE(back);
+        co_await stop_both(*a, *b);
+    });
+}
+
+// A received packet the app rewrites and sends back (the stack's path, not the hook's) goes
+// out in its own mbuf: no copy, no allocation (dpdk_shard_stats::tx_in_place).
+TEST(dpdk_device, received_packet_sent_back_in_its_mbuf) {
+    run_dpdk(1, []() -> future<> {
+        ring_pair rp("rip");
+        auto a = std::make_unique<dpdk_device>(test_config(rp.a));
+        auto b = std::make_unique<dpdk_device>(test_config(rp.b));
+        co_await a->start();
+        co_await b->start();
+        std::size_t baseline = a->mbufs_in_use() + b->mbufs_in_use();
+        receiver rx;
+        co_await rx.install(*a);
+        b->set_receive_handler([&](net::packet p) {
+            char* h = p.get_header(0, 42);
+            std::swap_ranges(h, h + 6, h + 6);
+            std::swap_ranges(h + 34, h + 36, h + 36);
+            b->send(std::move(p));
+        });
+        constexpr unsigned n = 50;
+        for (unsigned i = 0; i < n; ++i) {
+            auto f = udp_frame(a->hw_address(), b->hw_address(),
+                               flow{0x0a000001, 0x0a000002, std::uint16_t(4000 + i), 7}, pattern(i % 2 ? 40 : 200, i));
+            a->send(net::packet(f.data(), f.size()));
+        }
+        bool all = co_await wait_for([&] { return rx.total.load() == n; });
+        EXPECT_TRUE(all) << rx.total.load();
+        EXPECT_EQ(b->local_dpdk_stats().tx_in_place, n);
+        EXPECT_EQ(b->local_dpdk_stats().tx_copied_bytes, 0u);
+        for (auto& f : std::exchange(rx.frames[0], {})) {
+            auto fl = flow_of(f);
+            unsigned i = fl.dport - 4000u;
+            EXPECT_EQ(fl.sport, 7);
+            EXPECT_EQ(f.substr(42), pattern(i % 2 ? 40 : 200, i)) << i;
+        }
+        b->set_receive_handler({});
         bool back = co_await wait_for([&] { return a->mbufs_in_use() + b->mbufs_in_use() == baseline; });
         EXPECT_TRUE(back);
         co_await stop_both(*a, *b);
