@@ -522,22 +522,32 @@ bool dpdk_device::rx_frame_ok(rte_mbuf* m, net::device_stats& st, dpdk_shard_sta
         ++st.rx_dropped_runt;
         return false;
     }
-    unsigned segs = 0;
-    std::uint64_t sum = 0;
-    for (rte_mbuf* s = m; s; s = s->next) {
-        if (++segs > max_rx_segments) {
-            ++st.rx_dropped_chain;
-            return false;
-        }
-        sum += s->data_len;
-    }
-    if (sum != m->pkt_len || segs != m->nb_segs) {
-        ++st.rx_dropped_bad_length;
-        return false;
-    }
     char hdr[eth_hdr + 4 + 40];
     std::size_t avail = std::min<std::size_t>(m->pkt_len, sizeof(hdr));
-    auto* h = static_cast<const char*>(rte_pktmbuf_read(m, 0, std::uint32_t(avail), hdr));
+    const char* h;
+    if (m->nb_segs == 1 && !m->next) {
+        // The common case: one segment, whose length must be the frame's.
+        if (m->data_len != m->pkt_len) {
+            ++st.rx_dropped_bad_length;
+            return false;
+        }
+        h = rte_pktmbuf_mtod(m, const char*);
+    } else {
+        unsigned segs = 0;
+        std::uint64_t sum = 0;
+        for (rte_mbuf* s = m; s; s = s->next) {
+            if (++segs > max_rx_segments) {
+                ++st.rx_dropped_chain;
+                return false;
+            }
+            sum += s->data_len;
+        }
+        if (sum != m->pkt_len || segs != m->nb_segs) {
+            ++st.rx_dropped_bad_length;
+            return false;
+        }
+        h = static_cast<const char*>(rte_pktmbuf_read(m, 0, std::uint32_t(avail), hdr));
+    }
     std::size_t l3;
     std::uint16_t type;
     if (!h || !l3_offset(h, avail, l3, type)) {

@@ -109,7 +109,7 @@ struct xstat {
     std::uint64_t value;
 };
 
-class dpdk_device final : public net::device_base<rte_mbuf*> {
+class dpdk_device final : public net::device_base<rte_mbuf*, dpdk_device> {
 public:
     /// Most segments a received frame may have.
     static constexpr unsigned max_rx_segments = 32;
@@ -151,17 +151,18 @@ public:
     std::size_t mbufs_in_use() const noexcept;
 
 protected:
+    friend class net::device_base<rte_mbuf*, dpdk_device>;
     // ---- device_base
-    bool nic_hash(rte_mbuf* const& m, std::uint32_t& h) const noexcept override;
-    std::span<const char> frame_head(rte_mbuf* const& m) const noexcept override;
-    std::size_t frame_size(rte_mbuf* const& m) const noexcept override;
-    net::packet to_packet(rte_mbuf*&& m) override;
-    bool writable_view(rte_mbuf*& m, net::hook_frame& v) noexcept override;
-    void set_frame_len(rte_mbuf*& m, std::size_t len) noexcept override;
-    std::optional<rte_mbuf*> to_frame(net::packet&& p) noexcept override;
-    void transmit_local(net::packet&& p) noexcept override;
-    void transmit_frame(rte_mbuf*&& m) noexcept override;
-    void free_frame(rte_mbuf*&& m) noexcept override;
+    bool nic_hash(rte_mbuf* const& m, std::uint32_t& h) const noexcept;
+    std::span<const char> frame_head(rte_mbuf* const& m) const noexcept;
+    std::size_t frame_size(rte_mbuf* const& m) const noexcept;
+    net::packet to_packet(rte_mbuf*&& m);
+    bool writable_view(rte_mbuf*& m, net::hook_frame& v) noexcept;
+    void set_frame_len(rte_mbuf*& m, std::size_t len) noexcept;
+    std::optional<rte_mbuf*> to_frame(net::packet&& p) noexcept;
+    void transmit_local(net::packet&& p) noexcept;
+    void transmit_frame(rte_mbuf*&& m) noexcept;
+    void free_frame(rte_mbuf*&& m) noexcept;
 
 public:
     struct rx_owner;  // (public for the pool sizing in the .cc)

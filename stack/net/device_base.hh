@@ -1,7 +1,7 @@
-// device_base<Frame>: the parts of a net::device that do not depend on the hardware, written once
+// device_base<Frame, Derived>: the parts of a net::device that do not depend on the hardware, written once
 // for the DPDK device (Frame = rte_mbuf*) and the virtual wire (Frame = an owned heap buffer).
 //
-// What it does, on top of a few virtuals the concrete device implements:
+// What it does, on top of a few functions the concrete device implements (CRTP, see below):
 //  - per-shard state (receive handler, packet hook, device_stats), each touched only by its shard;
 //  - the receive path: a queue-owning shard's RX poller hands each frame to on_received(); the
 //    frame's owner shard is found from its hash (the NIC's, else frame_flow_hash over its first
@@ -95,7 +95,7 @@ future<> run_as_task(Func f) {
     return fut;
 }
 
-template <typename Frame>
+template <typename Frame, typename Derived>
 class device_base : public device {
     static_assert(std::is_nothrow_move_constructible_v<Frame> && std::is_nothrow_move_assignable_v<Frame>,
                   "frames are moved in noexcept paths");
@@ -123,29 +123,29 @@ public:
     /// concrete device on the shard whose queue sends it.
     void send(packet p) override {
         auto& s = local();
-        unsigned queues = hw_queues_count();
-        if (s.stopped || queues == 0 || p.len() > features().max_frame_size) {
+        unsigned queues = self().hw_queues_count();
+        if (s.stopped || queues == 0 || p.len() > self().features().max_frame_size) {
             ++s.stats.tx_dropped;
             return;
         }
-        unsigned self = this_shard_id();
-        if (self < queues) {
-            transmit_local(std::move(p));
+        unsigned me = this_shard_id();
+        if (me < queues) {
+            self().transmit_local(std::move(p));
             return;
         }
-        unsigned owner = self % queues;
+        unsigned owner = me % queues;
         auto& out = s.tx_out;
         if (out.queued >= _forward_limit) {
             ++s.stats.tx_dropped;
             return;
         }
-        std::optional<Frame> f = to_frame(std::move(p));
+        std::optional<Frame> f = self().to_frame(std::move(p));
         if (!f) {
             ++s.stats.tx_dropped;
             return;
         }
         ++s.stats.tx_proxied;
-        enqueue_out(s, out, owner, std::move(*f), std::nullopt, /*tx=*/true);
+        enqueue_out(s, out, owner, std::move(*f), 0, false, /*tx=*/true);
     }
 
     const device_stats& local_stats() const noexcept override { return _shards[this_shard_id()].stats; }
@@ -214,42 +214,45 @@ protected:
     void on_received(Frame&& f) noexcept {
         auto& s = local();
         if (s.stopped) {
-            free_frame(std::move(f));
+            self().free_frame(std::move(f));
             return;
         }
-        if (frame_size(f) < 14) {
+        if (self().frame_size(f) < 14) {
             ++s.stats.rx_dropped_runt;
-            free_frame(std::move(f));
+            self().free_frame(std::move(f));
             return;
         }
-        std::uint32_t nh;
-        std::optional<std::uint32_t> h;
-        if (nic_hash(f, nh)) {
-            h = nh;
-        }
+        // The hash travels as a value and a flag, not an optional: an optional passed by value is
+        // built in memory with two narrow stores and read back whole, a store-forwarding stall
+        // per frame (measured: half of the RX loop's time in the hook benchmark).
+        std::uint32_t h = 0;
+        bool has_h = self().nic_hash(f, h);
         if (_shards.size() == 1) {
             // One shard owns every flow: no software hash (the packet carries the NIC's, if any).
-            deliver(s, std::move(f), h);
+            deliver(s, std::move(f), h, has_h);
             return;
         }
-        if (!h) {
-            auto head = frame_head(f);
-            h = frame_flow_hash(_toeplitz, head.data(), head.size());
+        if (!has_h) {
+            auto head = self().frame_head(f);
+            if (auto sh = frame_flow_hash(_toeplitz, head.data(), head.size())) {
+                h = *sh;
+                has_h = true;
+            }
         }
-        unsigned owner = h ? shard_of(*h) : 0;
-        unsigned self = this_shard_id();
-        if (owner == self || owner >= _shards.size()) {
-            deliver(s, std::move(f), h);
+        unsigned owner = has_h ? shard_of(h) : 0;
+        unsigned me = this_shard_id();
+        if (owner == me || owner >= _shards.size()) {
+            deliver(s, std::move(f), h, has_h);
             return;
         }
         auto& out = s.rx_out[owner];
         if (out.queued >= _forward_limit) {
             ++s.stats.sw_rss_dropped;
-            free_frame(std::move(f));
+            self().free_frame(std::move(f));
             return;
         }
         ++s.stats.sw_rss_forwarded;
-        enqueue_out(s, out, owner, std::move(f), h, /*tx=*/false);
+        enqueue_out(s, out, owner, std::move(f), h, has_h, /*tx=*/false);
     }
 
     /// A whole RX burst, then flush_forwarded(). Each element is moved from.
@@ -278,36 +281,43 @@ protected:
     }
 
     // ---- what the concrete device provides
+    //
+    // Derived (final, with `friend` access for device_base) defines these; device_base calls them
+    // through static_cast<Derived&>, so the per-frame calls are direct and inlinable instead of
+    // virtual (the packet hook's fast path makes several per frame).
+    //
+    //   bool nic_hash(const Frame& f, std::uint32_t& h) const noexcept;
+    //       The flow hash the NIC reported for f, if any, in h (used instead of hashing in
+    //       software). A default (no hash) is below. (Not an optional: returned through memory it
+    //       costs a store-forwarding stall per frame.)
+    //   std::span<const char> frame_head(const Frame& f) const noexcept;
+    //       The frame's first contiguous bytes (at least the headers when the frame has them: for
+    //       a chain, its first segment).
+    //   std::size_t frame_size(const Frame& f) const noexcept;
+    //       Total length of the frame.
+    //   packet to_packet(Frame&& f);
+    //       On the owner shard: the frame as a packet, owning it (zero-copy where possible). May
+    //       throw std::bad_alloc, having released the frame.
+    //   bool writable_view(Frame& f, hook_frame& v) noexcept;
+    //       For the packet hook: fill v's data, len and room with the frame's own buffer and
+    //       return true when it is one contiguous buffer nobody else references (so the hook may
+    //       write it); false otherwise (the hook then gets a copy).
+    //   void set_frame_len(Frame& f, std::size_t len) noexcept;
+    //       Make f a frame of its first len bytes (len <= the room writable_view gave), ready to
+    //       be transmitted as it is (transmit_frame, here or on the proxying shard).
+    //   std::optional<Frame> to_frame(packet&& p) noexcept;
+    //       On a shard without a queue: the packet as a frame that may cross shards (the packet
+    //       is consumed). nullopt when no frame could be had (pool empty): the base counts
+    //       tx_dropped.
+    //   void transmit_local(packet&& p) noexcept;
+    //       On a queue-owning shard: queue a packet of this shard for transmission on its queue.
+    //       Counts tx_packets/tx_bytes, or tx_dropped if the queue is full.
+    //   void transmit_frame(Frame&& f) noexcept;
+    //       On a queue-owning shard: queue a frame another shard proxied here (same counting).
+    //   void free_frame(Frame&& f) noexcept;
+    //       Release a frame that will go nowhere (any shard).
 
-    /// The flow hash the NIC reported for `f`, if any, in `h` (used instead of hashing in
-    /// software). (Not an optional: per frame, and an optional returned through memory costs a
-    /// store-forwarding stall.)
-    virtual bool nic_hash(const Frame&, std::uint32_t&) const noexcept { return false; }
-    /// The frame's first contiguous bytes (at least the headers when the frame has them: for a
-    /// chain, its first segment).
-    virtual std::span<const char> frame_head(const Frame& f) const noexcept = 0;
-    /// Total length of the frame.
-    virtual std::size_t frame_size(const Frame& f) const noexcept = 0;
-    /// On the owner shard: the frame as a packet, owning it (zero-copy where possible). May throw
-    /// std::bad_alloc, having released the frame.
-    virtual packet to_packet(Frame&& f) = 0;
-    /// For the packet hook: fill v's data, len and room with the frame's own buffer and return
-    /// true when it is one contiguous buffer nobody else references (so the hook may write it);
-    /// false otherwise (the hook then gets a copy).
-    virtual bool writable_view(Frame& f, hook_frame& v) noexcept = 0;
-    /// Make f a frame of its first `len` bytes (len <= the room writable_view gave), ready to be
-    /// transmitted as it is (transmit_frame, here or on the proxying shard).
-    virtual void set_frame_len(Frame& f, std::size_t len) noexcept = 0;
-    /// On a shard without a queue: the packet as a frame that may cross shards (the packet is
-    /// consumed). nullopt when no frame could be had (pool empty): the base counts tx_dropped.
-    virtual std::optional<Frame> to_frame(packet&& p) noexcept = 0;
-    /// On a queue-owning shard: queue a packet of this shard for transmission on its queue.
-    /// Counts tx_packets/tx_bytes, or tx_dropped if the queue is full.
-    virtual void transmit_local(packet&& p) noexcept = 0;
-    /// On a queue-owning shard: queue a frame another shard proxied here (same counting).
-    virtual void transmit_frame(Frame&& f) noexcept = 0;
-    /// Release a frame that will go nowhere (any shard).
-    virtual void free_frame(Frame&& f) noexcept = 0;
+    bool nic_hash(const Frame&, std::uint32_t&) const noexcept { return false; }
 
 private:
     struct entry {
@@ -372,12 +382,15 @@ private:
     toeplitz _toeplitz;
     std::size_t _forward_limit = 1024;
 
+    Derived& self() noexcept { return static_cast<Derived&>(*this); }
+    const Derived& self() const noexcept { return static_cast<const Derived&>(*this); }
+
     shard_state& local() noexcept {
         assert(this_shard_id() < _shards.size());
         return _shards[this_shard_id()];
     }
 
-    void enqueue_out(shard_state& s, outbox& out, unsigned dest, Frame&& f, std::optional<std::uint32_t> h,
+    void enqueue_out(shard_state& s, outbox& out, unsigned dest, Frame&& f, std::uint32_t h, bool has_h,
                      bool tx) noexcept {
         out.dest = dest;
         if (out.batch.capacity() < forward_batch) {
@@ -391,12 +404,12 @@ private:
                     --s.stats.sw_rss_forwarded;
                     ++s.stats.sw_rss_dropped;
                 }
-                free_frame(std::move(f));
+                self().free_frame(std::move(f));
                 return;
             }
         }
         // Within capacity (a batch is sent as soon as it is full): cannot throw.
-        out.batch.push_back(entry{std::move(f), h.value_or(0), h.has_value()});
+        out.batch.push_back(entry{std::move(f), h, has_h});
         ++out.queued;
         ++s.pending;
         if (out.batch.size() >= forward_batch) {
@@ -407,7 +420,7 @@ private:
     void drop_pending(outbox& out) noexcept {
         auto& s = local();
         for (auto& e : out.batch) {
-            free_frame(std::move(e.frame));
+            self().free_frame(std::move(e.frame));
         }
         s.pending -= out.batch.size();
         out.queued -= out.batch.size();
@@ -447,80 +460,85 @@ private:
         auto& s = local();
         for (auto& e : b) {
             if (s.stopped) {
-                free_frame(std::move(e.frame));
+                self().free_frame(std::move(e.frame));
             } else if (tx) {
-                transmit_frame(std::move(e.frame));
+                self().transmit_frame(std::move(e.frame));
             } else {
                 ++s.stats.sw_rss_received;
-                deliver(s, std::move(e.frame), e.has_hash ? std::optional<std::uint32_t>(e.hash) : std::nullopt);
+                deliver(s, std::move(e.frame), e.hash, e.has_hash);
             }
         }
     }
 
     // On the owner shard: packet hook, then handler.
-    void deliver(shard_state& s, Frame&& f, std::optional<std::uint32_t> h) noexcept {
-        std::size_t len = frame_size(f);
+    void deliver(shard_state& s, Frame&& f, std::uint32_t h, bool has_h) noexcept {
+        std::size_t len = self().frame_size(f);
         ++s.stats.rx_packets;
         s.stats.rx_bytes += len;
         if (s.hook) {
             hook_frame v;
-            if (writable_view(f, v)) {
+            if (self().writable_view(f, v)) {
                 // The zero-copy fast path: the hook works on the frame's own buffer.
-                v.rss_hash = h;
+                if (has_h) {
+                    v.rss_hash = h;
+                }
                 hook_action a;
                 try {
                     a = s.hook(v);
                 } catch (...) {
                     internal::log_callback_exception("packet hook", std::current_exception());
-                    free_frame(std::move(f));
+                    self().free_frame(std::move(f));
                     return;
                 }
                 if (a == hook_action::consumed) {
                     ++s.stats.rx_hooked;
-                    free_frame(std::move(f));
+                    self().free_frame(std::move(f));
                     return;
                 }
                 if (a == hook_action::reply) {
                     ++s.stats.rx_hooked;
-                    if (v.len > v.room || v.len < 14 || v.len > features().max_frame_size) {
+                    if (v.len > v.room || v.len < 14 || v.len > self().features().max_frame_size) {
                         ++s.stats.tx_dropped;
-                        free_frame(std::move(f));
+                        self().free_frame(std::move(f));
                         return;
                     }
-                    set_frame_len(f, v.len);
+                    self().set_frame_len(f, v.len);
                     send_frame(s, std::move(f));
                     return;
                 }
             } else {
-                deliver_hooked_copy(s, std::move(f), h);
+                deliver_hooked_copy(s, std::move(f), h, has_h);
                 return;
             }
         }
         packet p;
         try {
-            p = to_packet(std::move(f));
+            p = self().to_packet(std::move(f));
         } catch (...) {
             ++s.stats.rx_dropped_nomem;
             return;
         }
-        if (h) {
-            p.set_rss_hash(*h);
+        if (has_h) {
+            p.set_rss_hash(h);
         }
         deliver_packet(s, std::move(p));
     }
 
     // A frame the hook may not write (a chain, or memory someone else holds): the hook gets a
     // private linear copy; the original goes on to the handler if the hook passes.
-    void deliver_hooked_copy(shard_state& s, Frame&& f, std::optional<std::uint32_t> h) noexcept {
+    void deliver_hooked_copy(shard_state& s, Frame&& f, std::uint32_t h, bool has_h) noexcept {
         packet p, copy;
         try {
-            p = to_packet(std::move(f));
+            p = self().to_packet(std::move(f));
             copy = packet(p.to_buffer());
         } catch (...) {
             ++s.stats.rx_dropped_nomem;
             return;
         }
-        hook_frame v{copy.frag(0).base, copy.len(), copy.len(), h};
+        hook_frame v{copy.frag(0).base, copy.len(), copy.len(), std::nullopt};
+        if (has_h) {
+            v.rss_hash = h;
+        }
         hook_action a;
         try {
             a = s.hook(v);
@@ -529,8 +547,8 @@ private:
             return;
         }
         if (a == hook_action::pass) {
-            if (h) {
-                p.set_rss_hash(*h);
+            if (has_h) {
+                p.set_rss_hash(h);
             }
             deliver_packet(s, std::move(p));
             return;
@@ -548,25 +566,25 @@ private:
 
     // A hook's in-place reply: out through this shard's queue, or the queue that proxies for it.
     void send_frame(shard_state& s, Frame&& f) noexcept {
-        unsigned queues = hw_queues_count();
-        unsigned self = this_shard_id();
+        unsigned queues = self().hw_queues_count();
+        unsigned me = this_shard_id();
         if (s.stopped || queues == 0) {
             ++s.stats.tx_dropped;
-            free_frame(std::move(f));
+            self().free_frame(std::move(f));
             return;
         }
-        if (self < queues) {
-            transmit_frame(std::move(f));
+        if (me < queues) {
+            self().transmit_frame(std::move(f));
             return;
         }
         auto& out = s.tx_out;
         if (out.queued >= _forward_limit) {
             ++s.stats.tx_dropped;
-            free_frame(std::move(f));
+            self().free_frame(std::move(f));
             return;
         }
         ++s.stats.tx_proxied;
-        enqueue_out(s, out, self % queues, std::move(f), std::nullopt, /*tx=*/true);
+        enqueue_out(s, out, me % queues, std::move(f), 0, false, /*tx=*/true);
     }
 
     void deliver_packet(shard_state& s, packet&& p) noexcept {

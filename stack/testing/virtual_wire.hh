@@ -166,7 +166,7 @@ private:
 
 /// One end of a virtual wire. Everything device.hh promises, plus the per-queue wire behaviour
 /// described at the top of this file.
-class virtual_wire_device final : public device_base<wire_frame> {
+class virtual_wire_device final : public device_base<wire_frame, virtual_wire_device> {
 public:
     virtual_wire_device(std::shared_ptr<internal::wire_shared> w, wire_direction tx, ethernet_address mac,
                         std::string name);
@@ -184,25 +184,26 @@ public:
     future<> stop() override;
 
 protected:
-    bool nic_hash(const wire_frame& f, std::uint32_t& h) const noexcept override {
+    friend class device_base<wire_frame, virtual_wire_device>;
+    bool nic_hash(const wire_frame& f, std::uint32_t& h) const noexcept {
         auto v = f.hash();
         h = v.value_or(0);
         return v.has_value();
     }
-    std::span<const char> frame_head(const wire_frame& f) const noexcept override { return {f.data(), f.size()}; }
-    std::size_t frame_size(const wire_frame& f) const noexcept override { return f.size(); }
-    packet to_packet(wire_frame&& f) override { return std::move(f).into_packet(); }
+    std::span<const char> frame_head(const wire_frame& f) const noexcept { return {f.data(), f.size()}; }
+    std::size_t frame_size(const wire_frame& f) const noexcept { return f.size(); }
+    packet to_packet(wire_frame&& f) { return std::move(f).into_packet(); }
     // A wire frame is one block of its own: always writable in place, never longer.
-    bool writable_view(wire_frame& f, hook_frame& v) noexcept override {
+    bool writable_view(wire_frame& f, hook_frame& v) noexcept {
         v.data = f.data();
         v.len = v.room = f.size();
         return true;
     }
-    void set_frame_len(wire_frame& f, std::size_t len) noexcept override { f.shrink(len); }
-    std::optional<wire_frame> to_frame(packet&& p) noexcept override;
-    void transmit_local(packet&& p) noexcept override;
-    void transmit_frame(wire_frame&& f) noexcept override;
-    void free_frame(wire_frame&& f) noexcept override { f.reset(); }
+    void set_frame_len(wire_frame& f, std::size_t len) noexcept { f.shrink(len); }
+    std::optional<wire_frame> to_frame(packet&& p) noexcept;
+    void transmit_local(packet&& p) noexcept;
+    void transmit_frame(wire_frame&& f) noexcept;
+    void free_frame(wire_frame&& f) noexcept { f.reset(); }
 
 private:
     class rx_poller;
