@@ -35,7 +35,8 @@ future<response> client::post(std::string target, std::string body, std::string 
     return request("POST", std::move(target), std::move(h), std::move(body));
 }
 
-future<response> client::exchange(connection& c, const std::string& wire, const std::string& method, bool& nothing_read) {
+future<response> client::exchange(connection& c, const std::string& wire, const std::string& method,
+                                  bool& nothing_read) {
     nothing_read = true;
     co_await c.out.write(wire);
     co_await c.out.flush();
@@ -55,9 +56,9 @@ future<response> client::exchange(connection& c, const std::string& wire, const 
             return continue_consuming{};
         });
         if (!hr.done()) {
-            throw std::runtime_error(fmt::format("HTTP {}: {}", _server,
-                                                 hr.error() ? hr.error()->message
-                                                            : std::string("connection closed before a complete response")));
+            throw std::runtime_error(fmt::format(
+                "HTTP {}: {}", _server,
+                hr.error() ? hr.error()->message : std::string("connection closed before a complete response")));
         }
         r = response{};
         if (auto err = parse_response_head(hr.head(), r)) {
@@ -76,7 +77,8 @@ future<response> client::exchange(connection& c, const std::string& wire, const 
     case body_framing::kind::none: break;
     case body_framing::kind::length: {
         if (bf.length > _max_body) {
-            throw std::runtime_error(fmt::format("HTTP {}: response body of {} bytes over the limit", _server, bf.length));
+            throw std::runtime_error(
+                fmt::format("HTTP {}: response body of {} bytes over the limit", _server, bf.length));
         }
         auto b = co_await c.in.read_exactly(bf.length);
         if (b.size() < bf.length) {
@@ -99,8 +101,8 @@ future<response> client::exchange(connection& c, const std::string& wire, const 
             return continue_consuming{};
         });
         if (!dec.done()) {
-            throw std::runtime_error(fmt::format("HTTP {}: {}", _server,
-                                                 dec.error() ? dec.error()->message : std::string("chunked body cut short")));
+            throw std::runtime_error(fmt::format(
+                "HTTP {}: {}", _server, dec.error() ? dec.error()->message : std::string("chunked body cut short")));
         }
         break;
     }

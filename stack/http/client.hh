@@ -28,7 +28,8 @@ namespace reef::http {
 
 class client {
 public:
-    explicit client(net::socket_address server, std::size_t max_idle = 8, std::size_t max_response_body = std::size_t(64) << 20);
+    explicit client(net::socket_address server, std::size_t max_idle = 8,
+                    std::size_t max_response_body = std::size_t(64) << 20);
     client(const client&) = delete;
     client& operator=(const client&) = delete;
     /// close() must have resolved if requests were made.

@@ -100,9 +100,9 @@ std::string_view reason_phrase(int status) noexcept;
 
 /// Limits on what a peer may send; beyond them the server answers the status named and closes.
 struct limits {
-    std::size_t max_request_line = 8192;          ///< 414 URI Too Long beyond
-    std::size_t max_header_bytes = 16384;         ///< the whole head; 431 beyond
-    std::size_t max_headers = 100;                ///< 431 beyond
+    std::size_t max_request_line = 8192;           ///< 414 URI Too Long beyond
+    std::size_t max_header_bytes = 16384;          ///< the whole head; 431 beyond
+    std::size_t max_headers = 100;                 ///< 431 beyond
     std::size_t max_body = std::size_t(16) << 20;  ///< 413 Content Too Large beyond
     /// The head of a request must arrive within this (slowloris): the connection is closed.
     std::chrono::milliseconds header_timeout{10000};

@@ -15,8 +15,21 @@ bool is_tchar(char c) noexcept {
         return true;
     }
     switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-': case '.':
-    case '^': case '_': case '`': case '|': case '~': return true;
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~': return true;
     default: return false;
     }
 }
@@ -183,7 +196,8 @@ std::optional<parse_error> parse_request_head(std::string_view head, const limit
                 return false;
             }
             if (version[5] != '1') {
-                err = parse_error{505, fmt::format("HTTP/{}.{} is not supported (HTTP/1.x only)", version[5], version[7])};
+                err = parse_error{505,
+                                  fmt::format("HTTP/{}.{} is not supported (HTTP/1.x only)", version[5], version[7])};
                 return false;
             }
             req.method = std::string(method);
@@ -293,9 +307,7 @@ std::optional<parse_error> request_body_framing(const request& req, const limits
     return std::nullopt;
 }
 
-void chunked_decoder::fail(int status, std::string msg) {
-    _error = parse_error{status, std::move(msg)};
-}
+void chunked_decoder::fail(int status, std::string msg) { _error = parse_error{status, std::move(msg)}; }
 
 std::size_t chunked_decoder::feed(std::string_view data, std::string& out) {
     std::size_t i = 0;
@@ -303,7 +315,10 @@ std::size_t chunked_decoder::feed(std::string_view data, std::string& out) {
         char c = data[i];
         switch (_state) {
         case state::size: {
-            int h = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+            int h = (c >= '0' && c <= '9')   ? c - '0'
+                    : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                    : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                             : -1;
             if (h >= 0) {
                 if (++_size_digits > 15) {
                     fail(400, "chunk size too long");

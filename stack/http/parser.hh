@@ -80,7 +80,7 @@ public:
 private:
     enum class state { size, size_ext, size_lf, data, data_cr, data_lf, trailer, trailer_lf, done };
     state _state = state::size;
-    std::uint64_t _chunk = 0;     // bytes left in the current chunk (or size being parsed)
+    std::uint64_t _chunk = 0;  // bytes left in the current chunk (or size being parsed)
     unsigned _size_digits = 0;
     std::size_t _max_body;
     std::size_t _max_trailer;

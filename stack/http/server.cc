@@ -37,7 +37,9 @@ std::vector<std::string_view> split_path(std::string_view path) {
 }
 
 bool is_param(std::string_view seg) noexcept { return seg.size() >= 2 && seg.front() == '{' && seg.back() == '}'; }
-bool is_rest_param(std::string_view seg) noexcept { return is_param(seg) && seg.size() >= 3 && seg[seg.size() - 2] == '*'; }
+bool is_rest_param(std::string_view seg) noexcept {
+    return is_param(seg) && seg.size() >= 3 && seg[seg.size() - 2] == '*';
+}
 
 }  // namespace
 
@@ -54,10 +56,12 @@ void router::add(std::string method, std::string pattern, handler h) {
     for (std::size_t i = 0; i < segs.size(); ++i) {
         std::string_view s = segs[i];
         if (is_rest_param(s) && i + 1 != segs.size()) {
-            throw std::invalid_argument(fmt::format("route pattern \"{}\": {{name*}} must be the last segment", pattern));
+            throw std::invalid_argument(
+                fmt::format("route pattern \"{}\": {{name*}} must be the last segment", pattern));
         }
         if (!is_param(s) && (s.find('{') != std::string_view::npos || s.find('}') != std::string_view::npos)) {
-            throw std::invalid_argument(fmt::format("route pattern \"{}\": a parameter must be a whole segment", pattern));
+            throw std::invalid_argument(
+                fmt::format("route pattern \"{}\": a parameter must be a whole segment", pattern));
         }
         if (!is_param(s)) {
             ++r.literal_count;
@@ -226,7 +230,8 @@ void server::count_reply(int status) noexcept {
 std::string server::reply_head(const request* req, reply& rep, bool keep_alive, std::size_t body_len) {
     std::string h;
     h.reserve(160 + body_len / 64);
-    h += fmt::format("HTTP/1.1 {} {}\r\nDate: {}\r\nServer: {}\r\n", rep.status, reason_phrase(rep.status), date(), _name);
+    h += fmt::format("HTTP/1.1 {} {}\r\nDate: {}\r\nServer: {}\r\n", rep.status, reason_phrase(rep.status), date(),
+                     _name);
     for (auto& [k, v] : rep.headers) {
         // The framing fields are the server's business; a handler's would contradict them.
         if (iequals(k, "Content-Length") || iequals(k, "Transfer-Encoding") || iequals(k, "Connection")) {
@@ -329,15 +334,15 @@ future<> server::serve_connection(connection& c) {
                 ++_stats.timeouts;
                 if (hr.started()) {
                     {
-                auto f = refuse(c, nullptr, 408, "the request head did not arrive in time");
-                co_await std::move(f);
-            }
+                        auto f = refuse(c, nullptr, 408, "the request head did not arrive in time");
+                        co_await std::move(f);
+                    }
                 }
             } else if (hr.error()) {
                 {
-                auto f = refuse(c, nullptr, hr.error()->status, hr.error()->message);
-                co_await std::move(f);
-            }
+                    auto f = refuse(c, nullptr, hr.error()->status, hr.error()->message);
+                    co_await std::move(f);
+                }
             }
             co_return;  // end of stream (a clean close when nothing had started)
         }
@@ -359,9 +364,9 @@ future<> server::serve_connection(connection& c) {
         if (auto expect = req.headers.get("Expect")) {
             if (!iequals(*expect, "100-continue")) {
                 {
-                auto f = refuse(c, &req, 417, fmt::format("unsupported expectation \"{}\"", expect->substr(0, 64)));
-                co_await std::move(f);
-            }
+                    auto f = refuse(c, &req, 417, fmt::format("unsupported expectation \"{}\"", expect->substr(0, 64)));
+                    co_await std::move(f);
+                }
                 co_return;
             }
             if (bf.how != body_framing::kind::none && req.version_minor == 1) {
@@ -399,9 +404,9 @@ future<> server::serve_connection(connection& c) {
             if (dec.error()) {
                 deadline.cancel();
                 {
-                auto f = refuse(c, &req, dec.error()->status, dec.error()->message);
-                co_await std::move(f);
-            }
+                    auto f = refuse(c, &req, dec.error()->status, dec.error()->message);
+                    co_await std::move(f);
+                }
                 co_return;
             }
             if (eof || !dec.done()) {
@@ -422,7 +427,8 @@ future<> server::serve_connection(connection& c) {
             rep = co_await std::move(f);
         } catch (...) {
             ++_stats.handler_errors;
-            http_log.error("{} {}: handler failed: {}", req.method, req.target, exception_message(std::current_exception()));
+            http_log.error("{} {}: handler failed: {}", req.method, req.target,
+                           exception_message(std::current_exception()));
             rep = reply::error(500);
         }
         count_reply(rep.status);

@@ -74,11 +74,11 @@ private:
 struct server_stats {
     std::uint64_t connections_accepted = 0;
     std::uint64_t connections_open = 0;
-    std::uint64_t requests = 0;            ///< requests read whole and dispatched
+    std::uint64_t requests = 0;                       ///< requests read whole and dispatched
     std::array<std::uint64_t, 6> replies_by_class{};  ///< index status/100 (1xx..5xx)
-    std::uint64_t bad_requests = 0;        ///< answered 400/413/414/417/431/501/505 while parsing
-    std::uint64_t handler_errors = 0;      ///< handlers that threw (500)
-    std::uint64_t timeouts = 0;            ///< connections closed by header or idle timeout
+    std::uint64_t bad_requests = 0;                   ///< answered 400/413/414/417/431/501/505 while parsing
+    std::uint64_t handler_errors = 0;                 ///< handlers that threw (500)
+    std::uint64_t timeouts = 0;                       ///< connections closed by header or idle timeout
 };
 
 class server {

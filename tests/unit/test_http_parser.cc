@@ -78,13 +78,14 @@ TEST(http_parser, malformed_heads_are_400) {
         "GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",      // obsolete folding
         "GET / HTTP/1.1\nHost: h\r\n\r\n",                   // bare LF
         "GET / HTTP/1.1\r\nHost: h\rX-Injected: 1\r\n\r\n",  // bare CR (header injection)
-        "GET / HTTP/1.1\r\nX: a\x01" "b\r\nHost: h\r\n\r\n", // control character in a value
-        "GET / HTTP/1.1\r\n\r\n",                            // no Host
-        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",      // two Hosts
-        "GET /a%zz HTTP/1.1\r\nHost: h\r\n\r\n",             // bad escape
-        "GET /a\x7f HTTP/1.1\r\nHost: h\r\n\r\n",            // DEL in the target
-        "GET x HTTP/1.1\r\nHost: h\r\n\r\n",                 // neither path nor absolute
-        "GET / HTTP/1.x\r\nHost: h\r\n\r\n",                 // bad version
+        "GET / HTTP/1.1\r\nX: a\x01"
+        "b\r\nHost: h\r\n\r\n",                          // control character in a value
+        "GET / HTTP/1.1\r\n\r\n",                        // no Host
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  // two Hosts
+        "GET /a%zz HTTP/1.1\r\nHost: h\r\n\r\n",         // bad escape
+        "GET /a\x7f HTTP/1.1\r\nHost: h\r\n\r\n",        // DEL in the target
+        "GET x HTTP/1.1\r\nHost: h\r\n\r\n",             // neither path nor absolute
+        "GET / HTTP/1.x\r\nHost: h\r\n\r\n",             // bad version
     };
     for (const char* h : bad) {
         request req;
@@ -197,12 +198,12 @@ TEST(http_parser, chunked_errors) {
         std::string wire;
         int status;
     } bad[] = {
-        {"g\r\n", 400},                           // not hex
-        {"\r\n", 400},                            // no size
-        {"5\r\nhelloX\r\n", 400},                 // data not followed by CRLF
-        {"5\nhello\r\n", 400},                    // bare LF after the size
-        {"ffffffffffffffffff\r\n", 400},          // size too long
-        {"3e9\r\n", 413},                         // 1001 bytes > 1000
+        {"g\r\n", 400},                              // not hex
+        {"\r\n", 400},                               // no size
+        {"5\r\nhelloX\r\n", 400},                    // data not followed by CRLF
+        {"5\nhello\r\n", 400},                       // bare LF after the size
+        {"ffffffffffffffffff\r\n", 400},             // size too long
+        {"3e9\r\n", 413},                            // 1001 bytes > 1000
         {"0\r\nT: " + std::string(2000, 'x'), 431},  // endless trailer
     };
     for (auto& b : bad) {

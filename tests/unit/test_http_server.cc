@@ -24,12 +24,11 @@ http::router test_routes() {
     http::router r;
     r.add("GET", "/hello", [](http::request&) { return make_ready_future<http::reply>(http::reply(200, "hello\n")); });
     r.add("GET", "/items/{id}", [](http::request& req) {
-        return make_ready_future<http::reply>(http::reply::json(
-            {{"id", req.param("id")}, {"q", std::string(req.query_param("q").value_or(""))}}));
+        return make_ready_future<http::reply>(
+            http::reply::json({{"id", req.param("id")}, {"q", std::string(req.query_param("q").value_or(""))}}));
     });
-    r.add("GET", "/items/special", [](http::request&) {
-        return make_ready_future<http::reply>(http::reply(200, "literal wins"));
-    });
+    r.add("GET", "/items/special",
+          [](http::request&) { return make_ready_future<http::reply>(http::reply(200, "literal wins")); });
     r.add("GET", "/files/{path*}", [](http::request& req) {
         return make_ready_future<http::reply>(http::reply(200, "path=" + req.param("path")));
     });
@@ -46,9 +45,7 @@ http::router test_routes() {
         rep.chunked = true;
         return make_ready_future<http::reply>(std::move(rep));
     });
-    r.add("GET", "/boom", [](http::request&) -> future<http::reply> {
-        throw std::runtime_error("handler exploded");
-    });
+    r.add("GET", "/boom", [](http::request&) -> future<http::reply> { throw std::runtime_error("handler exploded"); });
     r.add("GET", "/slow", [](http::request&) -> future<http::reply> {
         co_await sleep(200ms);
         co_return http::reply(200, "slow done");
@@ -318,7 +315,8 @@ REEF_TEST(http_server, curl_is_a_client) {
     // Two URLs on one curl invocation: keep-alive reuse.
     auto a = co_await run("http://127.0.0.1:PORT/hello http://127.0.0.1:PORT/items/3?q=z");
     EXPECT_EQ(a, "hello\n{\"id\":\"3\",\"q\":\"z\"}");
-    auto b = co_await run("-X POST -H 'Content-Type: application/json' --data '{\"k\":1}' http://127.0.0.1:PORT/items/9");
+    auto b =
+        co_await run("-X POST -H 'Content-Type: application/json' --data '{\"k\":1}' http://127.0.0.1:PORT/items/9");
     EXPECT_EQ(nlohmann::json::parse(b)["k"], 1);
     auto c = co_await run("-H 'Transfer-Encoding: chunked' --data-binary 'chunky' http://127.0.0.1:PORT/echo");
     EXPECT_EQ(c, "chunky");
