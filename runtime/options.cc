@@ -1,5 +1,6 @@
 #include "runtime/options.hh"
 
+#include "runtime/io/io_properties.hh"
 #include "runtime/memory.hh"
 
 #include <fmt/format.h>
@@ -244,11 +245,55 @@ void memory_cli_options::apply(unsigned shards) const {
     }
 }
 
+void io_cli_options::register_options(CLI::App& app) {
+    const char* section = "Disk I/O options";
+    // Installed while parsing (each option's callback), so the shards started next see them.
+    app.add_option_function<std::string>(
+           "--reactor-backend",
+           [this](const std::string& v) {
+               reactor_backend = v;
+               apply();
+           },
+           "Kernel interface for disk I/O: io_uring, linux-aio, or auto (io_uring where the kernel allows it, "
+           "else linux-aio). A backend that cannot start falls back to the next, with a log line")
+        ->check(CLI::IsMember({"io_uring", "linux-aio", "auto"}))
+        ->default_str(reactor_backend)
+        ->group(section);
+    app.add_option_function<std::string>(
+           "--io-properties-file",
+           [this](const std::string& v) {
+               io_properties_file = v;
+               apply();
+           },
+           "The disk's measured capacity (YAML or JSON, as apps/iotune writes it); the I/O scheduler limits "
+           "dispatch to it. Without it: no rate limit, 32 requests in flight per shard")
+        ->check([](const std::string& v) -> std::string {
+            try {
+                (void)io::load_io_properties(v);
+                return {};
+            } catch (const std::exception& e) {
+                return e.what();
+            }
+        })
+        ->group(section);
+}
+
+void io_cli_options::apply() const {
+    io::io_config cfg;
+    cfg.backend = io::parse_backend_choice(reactor_backend);
+    if (!io_properties_file.empty()) {
+        cfg.disk = io::load_io_properties(io_properties_file);
+        cfg.properties_origin = io_properties_file;
+    }
+    io::set_io_config(std::move(cfg));
+}
+
 void runtime_options::register_options(CLI::App& app) {
     reactor.register_options(app);
     smp.register_options(app);
     memory.register_options(app);
     log.register_options(app);
+    io.register_options(app);
 }
 
 }  // namespace reef

@@ -103,6 +103,22 @@ struct memory_cli_options {
     void apply(unsigned shards) const;
 };
 
+/// Disk I/O: which kernel interface carries it and what the disk can take. Both options take
+/// effect through io::set_io_config() while the command line is parsed, so every shard's disk
+/// queue (created on its first disk request) uses them.
+struct io_cli_options {
+    std::string reactor_backend = "auto";  ///< --reactor-backend: io_uring, linux-aio or auto
+    std::string io_properties_file;        ///< --io-properties-file: the disk model iotune wrote
+
+    /// Add the options to `app` (section "Disk I/O options"). A malformed properties file is a
+    /// parse error naming the line and the field (so start-up fails with exit code 2).
+    void register_options(CLI::App& app);
+
+    /// Parse the current values and install them with io::set_io_config(). Throws
+    /// std::invalid_argument (bad backend name) or io::io_properties_error.
+    void apply() const;
+};
+
 /// Every standard runtime option. Register them all on an app with register_options(), parse,
 /// then read the groups.
 struct runtime_options {
@@ -110,6 +126,7 @@ struct runtime_options {
     smp_cli_options smp;
     memory_cli_options memory;
     log_options log;
+    io_cli_options io;
 
     void register_options(CLI::App& app);
 };

@@ -169,6 +169,11 @@ reactor::reactor(unsigned id, reactor_config cfg) : _id(id), _cfg(cfg) {
 }
 
 reactor::~reactor() {
+    while (!_destroy_hooks.empty()) {
+        auto hook = std::move(_destroy_hooks.back());
+        _destroy_hooks.pop_back();
+        hook();
+    }
     arm_quota_timer(false);
     ::timer_delete(static_cast<timer_t>(_quota_timer));
     _syscall_pool.reset();
@@ -340,6 +345,8 @@ bool reactor::check_signals() {
 }
 
 void reactor::at_exit(std::function<future<>()> hook) { _exit_hooks.push_back(std::move(hook)); }
+
+void reactor::at_destroy(std::function<void()> fn) { _destroy_hooks.push_back(std::move(fn)); }
 
 future<> reactor::run_exit_hooks() {
     while (!_exit_hooks.empty()) {

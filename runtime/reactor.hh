@@ -94,6 +94,10 @@ public:
     /// Register a hook run by exit(). Hooks run sequentially; a failing hook is logged and the
     /// others still run.
     void at_exit(std::function<future<>()> hook);
+    /// Run `fn` (on this thread) when the reactor is destroyed, before anything else is torn
+    /// down, so a per-shard service the reactor does not know (the disk I/O queue) can unregister
+    /// its pollers and descriptors. Last registered runs first; `fn` must not throw.
+    void at_destroy(std::function<void()> fn);
 
     unsigned id() const noexcept { return _id; }
     const stats& get_stats() const noexcept { return _stats; }
@@ -182,6 +186,7 @@ private:
     internal::timer_set<steady_clock_type> _timers;
     internal::timer_set<lowres_clock> _lowres_timers;
     std::vector<std::function<future<>()>> _exit_hooks;
+    std::vector<std::function<void()>> _destroy_hooks;
     std::array<std::function<void()>, 65> _signal_handlers;
     std::unique_ptr<internal::syscall_pool> _syscall_pool;
     stats _stats;
