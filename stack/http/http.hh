@@ -6,6 +6,8 @@
 // client.hh.
 #pragma once
 
+#include "runtime/future.hh"
+#include "runtime/iostream.hh"
 #include "stack/net/socket_address.hh"
 
 #include <nlohmann/json_fwd.hpp>
@@ -13,6 +15,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -85,6 +88,11 @@ struct reply {
     /// Send the body with chunked transfer coding (HTTP/1.1 clients only; HTTP/1.0 gets
     /// Content-Length) — for replies produced piecewise by `writer`.
     bool chunked = false;
+    /// A body the server streams instead of `body` (a large file): it calls writer(out) after the
+    /// head, which must write exactly `writer_length` bytes (sent as Content-Length; never for
+    /// HEAD requests). The writer may keep nothing of the stream after its future resolves.
+    std::function<future<>(output_stream<char>&)> writer;
+    std::uint64_t writer_length = 0;
 
     reply() = default;
     explicit reply(int st, std::string b = {}, std::string content_type = "text/plain; charset=utf-8");

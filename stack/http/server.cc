@@ -171,8 +171,10 @@ server::server(router r, limits lim, std::string server_name)
 
 server::~server() = default;
 
-void server::listen(net::socket_address sa, net::listen_options opts) {
-    auto ss = std::make_unique<net::server_socket>(net::listen(sa, opts));
+void server::listen(net::socket_address sa, net::listen_options opts) { listen(net::listen(sa, opts)); }
+
+void server::listen(net::server_socket s) {
+    auto ss = std::make_unique<net::server_socket>(std::move(s));
     auto& ref = *ss;
     _listeners.push_back(std::move(ss));
     (void)accept_loop(ref);
@@ -244,7 +246,7 @@ std::string server::reply_head(const request* req, reply& rep, bool keep_alive, 
     }
     const bool no_body_status = (rep.status >= 100 && rep.status < 200) || rep.status == 204 || rep.status == 304;
     if (!no_body_status) {
-        if (rep.chunked && req && req->version_minor == 1) {
+        if (rep.chunked && !rep.writer && req && req->version_minor == 1) {
             h += "Transfer-Encoding: chunked\r\n";
         } else {
             h += fmt::format("Content-Length: {}\r\n", body_len);
@@ -433,6 +435,19 @@ future<> server::serve_connection(connection& c) {
         }
         count_reply(rep.status);
         const bool head_only = req.method == "HEAD";
+        if (rep.writer) {
+            std::string head = reply_head(&req, rep, keep && !_stopping, rep.writer_length);
+            co_await c.out.write(head);
+            if (!head_only) {
+                auto f = rep.writer(c.out);
+                co_await std::move(f);
+            }
+            co_await c.out.flush();
+            if (!keep || _stopping) {
+                co_return;
+            }
+            continue;
+        }
         const bool chunked = rep.chunked && req.version_minor == 1;
         std::string out = reply_head(&req, rep, keep && !_stopping, rep.body.size());
         if (!head_only && !(rep.status == 204 || rep.status == 304 || rep.status < 200)) {

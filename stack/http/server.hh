@@ -92,6 +92,8 @@ public:
     /// Listen on `sa` (this shard's socket) and serve what arrives until stop(). Throws like
     /// net::listen (std::system_error naming the address).
     void listen(net::socket_address sa, net::listen_options opts = {});
+    /// Serve what an already listening socket accepts (e.g. tls::listen's) until stop().
+    void listen(net::server_socket ss);
     /// The address the first listen() bound (the port the stack chose for port 0).
     net::socket_address local_address() const;
     /// Serve one connected socket until it closes (any stream: TLS sessions come this way).

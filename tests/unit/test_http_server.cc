@@ -6,11 +6,15 @@
 
 #include "runtime/future_util.hh"
 #include "stack/http/client.hh"
+#include "stack/http/file_handler.hh"
 #include "stack/http/server.hh"
 
 #include <nlohmann/json.hpp>
 
+#include <sys/stat.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 using namespace reef;
@@ -324,4 +328,86 @@ REEF_TEST(http_server, curl_is_a_client) {
     EXPECT_EQ(d, "404");
     EXPECT_EQ(srv.stats().connections_accepted, 4u);
     co_await srv.stop();
+}
+
+REEF_TEST(http_server, static_files) {
+    posix_stack_scope stack;
+    char tmpl[] = "/tmp/reef-http-files-XXXXXX";
+    std::string root = mkdtemp(tmpl);
+    auto put = [&](const std::string& name, const std::string& data) {
+        FILE* f = std::fopen((root + "/" + name).c_str(), "wb");
+        std::fwrite(data.data(), 1, data.size(), f);
+        std::fclose(f);
+    };
+    std::string big(600 * 1024, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) {
+        big[i] = char('a' + (i * 7) % 26);
+    }
+    ::mkdir((root + "/dir").c_str(), 0755);
+    put("a.txt", "0123456789");
+    put("page.html", "<p>x</p>");
+    put("dir/index.html", "index!");
+    put("big.bin", big);
+    http::file_handler_options fo;
+    fo.cache_max_file = 64 * 1024;  // big.bin is streamed from disk
+    http::router r;
+    r.add("GET", "/{path*}", http::make_file_handler(root, "path", fo));
+    http::server srv(std::move(r));
+    srv.listen(loopback4());
+    http::client cl(srv.local_address());
+    {
+        auto a = co_await cl.get("/a.txt");
+        EXPECT_EQ(a.status, 200);
+        EXPECT_EQ(a.body, "0123456789");
+        EXPECT_EQ(a.headers.get("Content-Type"), "text/plain; charset=utf-8");
+        auto etag = std::string(a.headers.get("ETag").value_or(""));
+        EXPECT_FALSE(etag.empty());
+        http::headers h;
+        h.add("If-None-Match", "\"other\", " + etag);
+        auto nm = co_await cl.request("GET", "/a.txt", h);
+        EXPECT_EQ(nm.status, 304);
+        EXPECT_EQ(nm.body, "");
+        http::headers rg;
+        rg.add("Range", "bytes=2-4");
+        auto part = co_await cl.request("GET", "/a.txt", rg);
+        EXPECT_EQ(part.status, 206);
+        EXPECT_EQ(part.body, "234");
+        EXPECT_EQ(part.headers.get("Content-Range"), "bytes 2-4/10");
+        http::headers suffix;
+        suffix.add("Range", "bytes=-3");
+        EXPECT_EQ((co_await cl.request("GET", "/a.txt", suffix)).body, "789");
+        http::headers beyond;
+        beyond.add("Range", "bytes=10-");
+        auto bad = co_await cl.request("GET", "/a.txt", beyond);
+        EXPECT_EQ(bad.status, 416);
+        EXPECT_EQ(bad.headers.get("Content-Range"), "bytes */10");
+        http::headers multi;
+        multi.add("Range", "bytes=0-1,3-4");
+        EXPECT_EQ((co_await cl.request("GET", "/a.txt", multi)).status, 200);  // ignored: whole file
+    }
+    EXPECT_EQ((co_await cl.get("/page.html")).headers.get("Content-Type"), "text/html; charset=utf-8");
+    EXPECT_EQ((co_await cl.get("/dir/")).body, "index!");
+    EXPECT_EQ((co_await cl.get("/dir")).body, "index!");
+    EXPECT_EQ((co_await cl.get("/missing")).status, 404);
+    EXPECT_EQ((co_await cl.get("/dir/../a.txt")).status, 404);  // ".." never walks
+    EXPECT_EQ((co_await cl.get("/%2e%2e/etc/passwd")).status, 404);
+    {
+        auto b = co_await cl.get("/big.bin");
+        EXPECT_EQ(b.status, 200);
+        EXPECT_TRUE(b.body == big);
+        http::headers rg;
+        rg.add("Range", "bytes=100000-100009");
+        EXPECT_EQ((co_await cl.request("GET", "/big.bin", rg)).body, big.substr(100000, 10));
+        auto h = co_await cl.request("HEAD", "/big.bin");
+        EXPECT_EQ(h.headers.get("Content-Length"), std::to_string(big.size()));
+        EXPECT_EQ(h.body, "");
+    }
+    // A changed file is seen once the cache revalidates (after `revalidate`, 1 s by default).
+    put("a.txt", "changed");
+    co_await sleep(1100ms);
+    EXPECT_EQ((co_await cl.get("/a.txt")).body, "changed");
+    EXPECT_EQ(cl.connections_opened(), 1u);
+    co_await cl.close();
+    co_await srv.stop();
+    std::system(("rm -rf " + root).c_str());
 }
