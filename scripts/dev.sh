@@ -28,7 +28,8 @@ export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
 REEF_PACKAGES="build-essential meson ninja-build ccache pkg-config
     libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev nlohmann-json3-dev
     libboost-dev liburing-dev libgnutls28-dev libdpdk-dev libdw-dev libnuma-dev
-    python3-pytest python3-scapy iproute2 gnutls-bin valgrind dpdk-dev"
+    python3-pytest python3-scapy iproute2 gnutls-bin valgrind dpdk-dev
+    curl fio wrk nginx-light memcached libmemcached-tools"
 
 # Build directories and their options. `build/` keeps assertions (tests want them); benchmarks
 # use a separate release tree so `test` and `bench` never reconfigure each other.
