@@ -1,9 +1,12 @@
 #include "dataplane/app.hh"
 
+#include "ctl/agent/agent.hh"
 #include "runtime/coroutine.hh"
 #include "runtime/log.hh"
+#include "runtime/metrics.hh"
 #include "runtime/reactor.hh"
 #include "runtime/smp.hh"
+#include "stack/native/native_stack.hh"
 #include "stack/net/api.hh"
 
 #ifdef REEF_HAVE_DPDK
@@ -11,6 +14,8 @@
 #include "dataplane/dpdk_options.hh"
 #include "dataplane/eal.hh"
 #endif
+
+#include <system_error>
 
 namespace reef {
 
@@ -23,10 +28,30 @@ logger blog("bootstrap");
 net::device* g_device = nullptr;
 std::unique_ptr<net::device> g_device_owner;
 
+// The native stack's options (--host-ipv4-addr...), parsed with the others; its factory builds
+// each shard's stack over g_device, which exists by the time start_network_stack runs.
+net::native_options g_native_options;
+
+future<std::unique_ptr<net::network_stack>> make_native_over_device(const net::network_stack_options&) {
+    if (!g_device) {
+        throw std::invalid_argument("--network-stack native needs a device: add --dpdk-pmd (and --vdev for a "
+                                    "virtual port)");
+    }
+    auto s = co_await net::make_native_stack(*g_device, g_native_options);
+    co_return std::unique_ptr<net::network_stack>(std::move(s));
+}
+
 }  // namespace
 
 app::app(std::string name, std::string description) : _tmpl(std::move(name), std::move(description)) {
     _net.register_options(_tmpl.options());
+    net::register_network_stack("native", make_native_over_device);
+    g_native_options.register_options(_tmpl.options());
+    _tmpl.options()
+        .add_option("--ctl-socket", _ctl_socket,
+                    "Control socket path (JSON-RPC, see docs/control-protocol.md); default "
+                    "/run/reef/<app>-<pid>.sock; \"none\" disables the control agent")
+        ->group("Control options");
 #ifdef REEF_HAVE_DPDK
     _dpdk = std::make_unique<dpdk::dpdk_options>();
     _dpdk->register_options(_tmpl.options());
@@ -84,6 +109,49 @@ int app::run(int argc, char** argv, std::function<future<int>()> main) {
         }
 #endif
         co_await net::start_network_stack(_net);
+        if (_ctl_socket != "none") {
+            ctl::agent_config acfg;
+            acfg.app_name = _tmpl.options().get_name();
+            acfg.socket_path = _ctl_socket;
+            acfg.stack_name = _net.stack;
+            acfg.device = g_device;
+#ifdef REEF_HAVE_DPDK
+            if (auto* d = dynamic_cast<dpdk::dpdk_device*>(g_device)) {
+                acfg.driver_name = d->driver_name();
+                acfg.port_counters = [d] {
+                    auto st = d->port_stats();
+                    std::vector<std::pair<std::string, std::uint64_t>> v = {
+                        {"ipackets", st.ipackets}, {"opackets", st.opackets}, {"ibytes", st.ibytes},
+                        {"obytes", st.obytes},     {"imissed", st.imissed},   {"ierrors", st.ierrors},
+                        {"oerrors", st.oerrors},   {"rx_nombuf", st.rx_nombuf}};
+                    for (auto& x : d->xstats()) {
+                        v.emplace_back(std::move(x.name), x.value);
+                    }
+                    return v;
+                };
+            }
+#endif
+            std::exception_ptr agent_error;
+            try {
+                co_await ctl::start_agent(std::move(acfg));
+            } catch (const std::system_error&) {
+                agent_error = std::current_exception();
+            }
+            if (agent_error && !_ctl_socket.empty()) {
+                std::rethrow_exception(agent_error);  // the path the user asked for: fail the start
+            }
+            if (agent_error) {
+                // The default place (/run/reef) may not be writable for this user: serve anyway.
+                blog.warn("control agent not started: {} (give --ctl-socket PATH, or none)",
+                          exception_message(agent_error));
+                co_await metrics::register_runtime_metrics();
+            } else {
+                // Registered after the stack's and the device's hooks: the agent stops before them.
+                engine().at_exit([] { return ctl::stop_agent(); });
+            }
+        } else {
+            co_await metrics::register_runtime_metrics();
+        }
         co_return co_await main();
     });
 }

@@ -18,7 +18,10 @@
 //  2. with --dpdk-pmd, starts DPDK's EAL on the main thread and makes every shard thread an lcore
 //     (a missing vdev, a wrong port index, no hugepages with --huge-dir: message, exit 2);
 //  3. starts the shards; with --dpdk-pmd, creates and starts the DPDK device (device() gives it
-//     to the app, e.g. for set_packet_hook); starts the network stack on every shard;
+//     to the app, e.g. for set_packet_hook); starts the network stack on every shard; starts the
+//     control agent (ctl/agent/agent.hh) on --ctl-socket (default /run/reef/<app>-<pid>.sock,
+//     "none" disables it; a --ctl-socket path that cannot be created fails the start, exit 1;
+//     the default one only gives a warning) and the runtime's metrics;
 //  4. runs main on shard 0; its value is the exit code;
 //  5. on SIGINT/SIGTERM or when main returns: the app's at_exit hooks (close listeners, drain
 //     gates) run first, then the stack goes, then the device stops (pollers stopped, every mbuf
@@ -44,6 +47,7 @@ class app {
     app_template _tmpl;
     net::network_stack_options _net;
     std::unique_ptr<dpdk::dpdk_options> _dpdk;  // null in builds without DPDK
+    std::string _ctl_socket;                     // --ctl-socket: "" default path, "none" disabled
 
 public:
     app(std::string name, std::string description);
