@@ -6,6 +6,7 @@
 #include "runtime/metrics.hh"
 #include "runtime/reactor.hh"
 #include "runtime/smp.hh"
+#include "stack/http/server.hh"
 #include "stack/native/native_stack.hh"
 #include "stack/net/api.hh"
 
@@ -41,6 +42,24 @@ future<std::unique_ptr<net::network_stack>> make_native_over_device(const net::n
     co_return std::unique_ptr<net::network_stack>(std::move(s));
 }
 
+// --metrics-port: an HTTP server on shard 0 whose one route collects every shard's metrics.
+std::unique_ptr<http::server> g_metrics_server;
+
+void start_metrics_endpoint(net::socket_address sa) {
+    http::router r;
+    r.add("GET", "/metrics", [](http::request&) -> future<http::reply> {
+        auto families = co_await metrics::collect();
+        co_return http::reply(200, metrics::to_prometheus(families), "text/plain; version=0.0.4; charset=utf-8");
+    });
+    g_metrics_server = std::make_unique<http::server>(std::move(r));
+    g_metrics_server->listen(sa);
+    blog.info("metrics at http://{}/metrics", g_metrics_server->local_address());
+    engine().at_exit([]() -> future<> {
+        co_await g_metrics_server->stop();
+        g_metrics_server.reset();
+    });
+}
+
 }  // namespace
 
 app::app(std::string name, std::string description) : _tmpl(std::move(name), std::move(description)) {
@@ -51,6 +70,17 @@ app::app(std::string name, std::string description) : _tmpl(std::move(name), std
         .add_option("--ctl-socket", _ctl_socket,
                     "Control socket path (JSON-RPC, see docs/control-protocol.md); default "
                     "/run/reef/<app>-<pid>.sock; \"none\" disables the control agent")
+        ->group("Control options");
+    _tmpl.options()
+        .add_option("--metrics-port", _metrics_port,
+                    "Serve every shard's metrics in Prometheus text format at http://ADDRESS:PORT/metrics "
+                    "(on the app's network stack, from shard 0); 0 disables")
+        ->check(CLI::Range(0u, 65535u))
+        ->capture_default_str()
+        ->group("Control options");
+    _tmpl.options()
+        .add_option("--metrics-address", _metrics_address, "Address of the --metrics-port endpoint")
+        ->capture_default_str()
         ->group("Control options");
 #ifdef REEF_HAVE_DPDK
     _dpdk = std::make_unique<dpdk::dpdk_options>();
@@ -151,6 +181,10 @@ int app::run(int argc, char** argv, std::function<future<int>()> main) {
             }
         } else {
             co_await metrics::register_runtime_metrics();
+        }
+        if (_metrics_port) {
+            start_metrics_endpoint(net::socket_address(net::inet_address::parse(_metrics_address),
+                                                       std::uint16_t(_metrics_port)));
         }
         co_return co_await main();
     });

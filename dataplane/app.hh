@@ -48,6 +48,8 @@ class app {
     net::network_stack_options _net;
     std::unique_ptr<dpdk::dpdk_options> _dpdk;  // null in builds without DPDK
     std::string _ctl_socket;                     // --ctl-socket: "" default path, "none" disabled
+    unsigned _metrics_port = 0;                  // --metrics-port: 0 = no Prometheus endpoint
+    std::string _metrics_address = "0.0.0.0";    // --metrics-address
 
 public:
     app(std::string name, std::string description);
