@@ -74,9 +74,8 @@ app::app(std::string name, std::string description) : _tmpl(std::move(name), std
     _tmpl.options()
         .add_option("--metrics-port", _metrics_port,
                     "Serve every shard's metrics in Prometheus text format at http://ADDRESS:PORT/metrics "
-                    "(on the app's network stack, from shard 0); 0 disables")
+                    "(on the app's network stack, from shard 0; 0: any free port, logged); none by default")
         ->check(CLI::Range(0u, 65535u))
-        ->capture_default_str()
         ->group("Control options");
     _tmpl.options()
         .add_option("--metrics-address", _metrics_address, "Address of the --metrics-port endpoint")
@@ -184,7 +183,7 @@ int app::run(int argc, char** argv, std::function<future<int>()> main) {
         }
         if (_metrics_port) {
             start_metrics_endpoint(net::socket_address(net::inet_address::parse(_metrics_address),
-                                                       std::uint16_t(_metrics_port)));
+                                                       std::uint16_t(*_metrics_port)));
         }
         co_return co_await main();
     });

@@ -35,6 +35,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace reef {
@@ -48,7 +49,7 @@ class app {
     net::network_stack_options _net;
     std::unique_ptr<dpdk::dpdk_options> _dpdk;  // null in builds without DPDK
     std::string _ctl_socket;                     // --ctl-socket: "" default path, "none" disabled
-    unsigned _metrics_port = 0;                  // --metrics-port: 0 = no Prometheus endpoint
+    std::optional<unsigned> _metrics_port;       // --metrics-port: none = no Prometheus endpoint
     std::string _metrics_address = "0.0.0.0";    // --metrics-address
 
 public:
