@@ -237,6 +237,9 @@ public:
         return s;
     }
 
+    /// Segments still in flight on the link.
+    std::size_t in_flight() const noexcept { return _q.size(); }
+
 private:
     struct item {
         int from;
