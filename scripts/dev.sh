@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reef's one entry point for developers and CI.
 #
-#   scripts/dev.sh run [ARGS...]   build, then start the main job (ARGS are passed to it)
+#   scripts/dev.sh run [ARGS...]   build, then start the main job: reefd supervising the memcached
+#                                  dataplane (ARGS go to the dataplane)
 #   scripts/dev.sh test [STAGE...] unit tests, the same under ASan+UBSan, then pytest
 #   scripts/dev.sh bench           release build, then every benchmark script; results in
 #                                  $BENCH_RESULTS_DIR (default build/bench-results)
@@ -42,8 +43,9 @@ ASAN_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true -Db_sanitize=address,undefin
 RELEASE_DIR=build-release
 RELEASE_OPTS=(-Dbuildtype=release -Db_ndebug=true -Dwerror=true -Dtests=false -Dbenchmarks=true -Dallocator=reef)
 
-# The main job: the runtime demo until the memcached dataplane (issue 8) exists.
-MAIN_JOB="$BUILD_DIR/apps/demo/reef-demo"
+# The main job: reefd supervising the memcached dataplane, from the embedded default config
+# scripts/main-job/reefd.json (posix stack on 127.0.0.1: no NIC, no hugepages needed).
+MAIN_JOB_CONFIG="$ROOT/scripts/main-job/reefd.json"
 
 # Debian's interpreter: it is the one python3-pytest and python3-scapy are installed for, whatever
 # `python3` a user's PATH (pyenv, venv) resolves to.
@@ -264,12 +266,58 @@ cmd_bench() {
 
 # --- run ----------------------------------------------------------------------------------------
 
+# The main job, in the foreground: reefd (from $BUILD_DIR) with the embedded default config,
+# which launches reef-memcached (2 shards, posix stack, TCP and UDP on 127.0.0.1:11211, Prometheus
+# metrics on 127.0.0.1:9180). Arguments go to the memcached dataplane (e.g. `--port 11311`); a
+# long option given there replaces the config's default for it. Everything lives in $REEF_RUN_DIR (default
+# $BUILD_DIR/main-job): sockets, pid files, logs, and a state file that is cleared at each start so
+# the embedded config always applies. Ctrl-C or SIGTERM stops the dataplane gracefully through
+# reefd, then reefd.
 cmd_run() {
     cmd_deps
     build_default
-    [[ -x $MAIN_JOB ]] || die "$MAIN_JOB was not built"
-    say "starting $MAIN_JOB $*"
-    exec "$MAIN_JOB" "$@"
+    local reefd="$BUILD_DIR/ctl/reefd" reefctl="$BUILD_DIR/ctl/reefctl"
+    [[ -x $reefd && -x $reefctl ]] || die "$reefd or $reefctl was not built"
+    local run_dir=${REEF_RUN_DIR:-$ROOT/$BUILD_DIR/main-job}
+    mkdir -p "$run_dir"
+    run_dir=$(cd "$run_dir" && pwd)
+    local config="$run_dir/reefd.json" sock="$run_dir/reefd.sock"
+    rm -f "$run_dir/reefd.state.json"
+    "$PYTHON" - "$MAIN_JOB_CONFIG" "$config" "$run_dir" "$ROOT/$BUILD_DIR" "$@" <<'PY'
+import json, sys
+template, out, run_dir, build_dir, *extra = sys.argv[1:]
+text = open(template).read().replace("@RUN_DIR@", run_dir).replace("@BUILD_DIR@", build_dir)
+cfg = json.loads(text)
+# The defaults are "--option value" pairs. An option the user gives replaces its default (CLI11
+# refuses a repeated single-valued option).
+given = {a.split("=", 1)[0] for a in extra if a.startswith("--")}
+defaults = cfg["dataplanes"][0]["args"]
+kept = []
+for opt, value in zip(defaults[::2], defaults[1::2]):
+    if opt not in given:
+        kept += [opt, value]
+cfg["dataplanes"][0]["args"] = kept + extra
+with open(out, "w") as f:
+    json.dump(cfg, f, indent=2)
+PY
+    say "starting reefd (config $config); the memcached dataplane mc0 answers on 127.0.0.1:11211"
+    say "try: $reefctl --socket $sock dataplanes    or    memcstat --servers=127.0.0.1:11211"
+    "$reefd" --config "$config" &
+    local reefd_pid=$!
+    stop_main_job() {
+        trap - INT TERM
+        say "stopping the memcached dataplane, then reefd"
+        "$reefctl" --socket "$sock" --timeout 20 stop mc0 || true
+        kill -TERM "$reefd_pid" 2>/dev/null || true
+        wait "$reefd_pid" 2>/dev/null || true
+        exit 0
+    }
+    trap stop_main_job INT TERM
+    local rc=0
+    wait "$reefd_pid" || rc=$?
+    # reefd ended by itself (not through the trap): the dataplane must not outlive it unnoticed.
+    "$reefctl" --socket "$sock" --timeout 5 stop mc0 >/dev/null 2>&1 || true
+    return "$rc"
 }
 
 # --- dispatch -----------------------------------------------------------------------------------

@@ -792,6 +792,17 @@ future<> session::do_handshake() {
             send_alert_for(r);
             std::rethrow_exception(handshake_error(r));
         }
+    } catch (const std::system_error& e) {
+        // The transport refused a handshake record: the peer went away before (or while) we
+        // wrote. Whether that shows as EOF on read or as EPIPE/ECONNRESET on write is a race, so
+        // both are the same TLS error.
+        if (e.code() == std::errc::broken_pipe || e.code() == std::errc::connection_reset) {
+            ex = std::make_exception_ptr(tls_error(
+                fmt::format("TLS handshake with {} failed: the peer closed the connection ({})", peer_name(), e.what()),
+                0));
+        } else {
+            ex = std::current_exception();
+        }
     } catch (...) {
         ex = std::current_exception();
     }
