@@ -94,6 +94,9 @@ std::atomic<reactor*> g_signal_reactor{nullptr};
 // Signals 1..64 map to bits 0..63 (1 << 64 would be undefined).
 // Readiness events taken from epoll per call.
 constexpr int epoll_batch = 128;
+// epoll data of add_sleep_wakeup_fd descriptors: never a pollable_fd_state address (those are
+// aligned) nor null (the reactor's own wake-up eventfd).
+constexpr std::uint64_t sleep_wakeup_tag = 1;
 
 constexpr std::uint64_t signal_bit(int signo) noexcept { return std::uint64_t(1) << (signo - 1); }
 
@@ -528,9 +531,23 @@ void reactor::unregister_fd(internal::pollable_fd_state* s) noexcept {
     --_registered_fds;
 }
 
+void reactor::add_sleep_wakeup_fd(int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLET;
+    ev.data.u64 = sleep_wakeup_tag;
+    if (::epoll_ctl(_epollfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        throw errno_error("epoll_ctl(ADD) of a wake-up descriptor");
+    }
+}
+
+void reactor::remove_sleep_wakeup_fd(int fd) noexcept { ::epoll_ctl(_epollfd, EPOLL_CTL_DEL, fd, nullptr); }
+
 void reactor::dispatch_epoll_events(const void* evs, int n) noexcept {
     auto* events = static_cast<const epoll_event*>(evs);
     for (int i = 0; i < n; ++i) {
+        if (events[i].data.u64 == sleep_wakeup_tag) {
+            continue;  // it only ended the sleep; its poller does the work
+        }
         auto* s = static_cast<internal::pollable_fd_state*>(events[i].data.ptr);
         if (!s) {
             std::uint64_t v;

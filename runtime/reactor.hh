@@ -141,6 +141,14 @@ public:
     /// Forget a descriptor that is about to be closed.
     void unregister_fd(internal::pollable_fd_state* s) noexcept;
 
+    /// A descriptor that only has to end the reactor's sleep (a disk backend's completion
+    /// eventfd): added edge-triggered for input, but, unlike register_fd, never polled while the
+    /// reactor is awake, so it costs no system call per loop; its owner's poller finds the work
+    /// itself and drains the descriptor in try_enter_interrupt_mode. Throws std::system_error if
+    /// epoll refuses it. The descriptor stays the caller's (remove it before closing it).
+    void add_sleep_wakeup_fd(int fd);
+    void remove_sleep_wakeup_fd(int fd) noexcept;
+
     /// End the reactor's sleep. Thread-safe and async-signal-safe; cheap when it is not asleep.
     void wakeup() noexcept;
 

@@ -2,6 +2,7 @@
 
 #include "runtime/coroutine.hh"
 #include "runtime/gate.hh"
+#include "runtime/io/dma_buffer.hh"
 #include "runtime/io/io_log.hh"
 #include "runtime/io/io_queue_impl.hh"
 #include "runtime/reactor.hh"
@@ -406,7 +407,7 @@ future<file> open_file_dma(std::string_view path_view, open_flags flags, file_op
 }
 
 temporary_buffer<char> allocate_aligned_buffer(std::size_t size, std::size_t alignment) {
-    return temporary_buffer<char>::aligned(alignment, size);
+    return io::internal::allocate_dma_buffer(size, alignment);
 }
 
 future<std::vector<directory_entry>> list_directory(std::string_view path_view) {

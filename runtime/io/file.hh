@@ -129,8 +129,11 @@ public:
 /// file is opened buffered (see the file comment), with a warning.
 future<file> open_file_dma(std::string_view path, open_flags flags, file_open_options options = {});
 
-/// A buffer suitable for direct I/O: `size` bytes at an address aligned to `alignment` (use
-/// file::dma_alignment()). Uninitialized.
+/// A buffer suitable for direct I/O: `size` bytes at an address aligned to `alignment` (a power
+/// of two; use file::dma_alignment()). Uninitialized. Buffers of 16 KiB and more come from a
+/// per-thread pool of huge-page chunks, so the device sees few, large DMA segments (see
+/// runtime/io/dma_buffer.hh); they may be freed on any thread. Throws std::invalid_argument for a
+/// bad alignment, std::bad_alloc when memory is short.
 temporary_buffer<char> allocate_aligned_buffer(std::size_t size, std::size_t alignment);
 
 enum class directory_entry_type { unknown, regular, directory, link, other };

@@ -60,18 +60,26 @@ public:
     /// Hand a request to the kernel (possibly batched until flush()). Never throws: a request the
     /// kernel refuses completes with -errno through the sink.
     virtual void submit(io_request* r) noexcept = 0;
-    /// Push batched submissions to the kernel.
+    /// Push batched submissions to the kernel, and collect completions the kernel holds back
+    /// until asked (io_uring's deferred task work), so that reap() finds them. The poller calls
+    /// it once per reactor loop; it makes no system call when there is nothing to submit or
+    /// collect.
     virtual void flush() noexcept = 0;
-    /// Report finished requests to the sink; true if there were any.
+    /// Report finished requests to the sink, from the completion ring without a system call;
+    /// true if there were any.
     virtual bool reap() noexcept = 0;
-    /// Whether reap() would find something, without doing it.
+    /// Whether reap() (after flush()) would find something, without doing it or a system call.
     virtual bool has_completions() noexcept = 0;
     /// A descriptor that becomes readable when a completion arrives (for the sleeping reactor), or
     /// -1 when the backend wakes the reactor itself.
     virtual int notify_fd() const noexcept { return -1; }
-    /// Drain the notification descriptor before sleeping, so its next edge wakes the reactor.
-    /// True if notifications were pending (something may have completed since the last reap).
+    /// About to sleep: make completions signal notify_fd() (a polling reactor does not need the
+    /// signal, and io_uring skips it while disarmed), and drain it so its next edge wakes the
+    /// reactor. True if notifications were pending (something may have completed since the last
+    /// reap).
     virtual bool clear_notifications() noexcept { return false; }
+    /// Awake again: completions need not signal notify_fd().
+    virtual void disarm_notifications() noexcept {}
     /// Block until every submitted request has completed (reported to the sink). For shutdown.
     virtual void drain() noexcept = 0;
 };

@@ -193,6 +193,7 @@ public:
     bool poll() override { return _q.poll(); }
     bool pure_poll() override { return _q.pure_poll(); }
     bool try_enter_interrupt_mode() override { return _q.try_enter_interrupt_mode(); }
+    void exit_interrupt_mode() override { _q.exit_interrupt_mode(); }
 };
 
 // Without an io-properties file: a model used only to weigh reads against writes and small
@@ -265,12 +266,11 @@ io_queue::io_queue() {
         }
     }
 
+    // Only a sleeping reactor needs the eventfd: awake, the poller reads the completion ring, so
+    // the descriptor must not cost an epoll_wait per loop.
     if (int fd = _backend->notify_fd(); fd >= 0) {
-        int dup_fd = ::dup(fd);
-        if (dup_fd < 0) {
-            throw std::system_error(errno, std::system_category(), "dup of the disk completion eventfd");
-        }
-        _notify = pollable_fd(dup_fd, false);
+        engine().add_sleep_wakeup_fd(fd);
+        _notify_fd = fd;
     }
     _token_timer.set_callback([this] {
         if (dispatch()) {
@@ -283,6 +283,9 @@ io_queue::io_queue() {
 
 io_queue::~io_queue() {
     engine().unregister_poller(_poller.get());
+    if (_notify_fd >= 0) {
+        engine().remove_sleep_wakeup_fd(_notify_fd);
+    }
     _token_timer.cancel();
     // Requests at the disk own buffers the kernel is writing into: wait for them.
     _backend->drain();
@@ -416,9 +419,12 @@ void io_queue::complete(io_request* r, long result) noexcept {
 }
 
 bool io_queue::poll() noexcept {
-    bool work = _backend->reap();
-    work |= dispatch();
+    // Dispatch first, so that the submissions and the collection of finished requests share one
+    // io_uring_enter (flush); then read what finished from the ring. Slots freed by this reap are
+    // refilled by the next loop, after the waiters' continuations have run.
+    bool work = dispatch();
     _backend->flush();
+    work |= _backend->reap();
     return work;
 }
 
@@ -437,10 +443,18 @@ bool io_queue::pure_poll() noexcept {
 }
 
 bool io_queue::try_enter_interrupt_mode() noexcept {
-    // Drained first: a completion after this point writes the eventfd again and wakes epoll.
+    // Armed and drained first: a completion after this point writes the eventfd again and wakes
+    // epoll.
     bool notified = _backend->clear_notifications();
-    return !notified && !pure_poll();
+    if (notified || pure_poll()) {
+        // The reactor calls exit_interrupt_mode only for pollers that agreed to sleep.
+        _backend->disarm_notifications();
+        return false;
+    }
+    return true;
 }
+
+void io_queue::exit_interrupt_mode() noexcept { _backend->disarm_notifications(); }
 
 io_queue_info io_queue::info() const {
     io_queue_info i;

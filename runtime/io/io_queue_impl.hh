@@ -6,7 +6,6 @@
 #include "runtime/circular_buffer.hh"
 #include "runtime/io/io_backend.hh"
 #include "runtime/io/io_queue.hh"
-#include "runtime/pollable_fd.hh"
 #include "runtime/reactor.hh"
 #include "runtime/timer.hh"
 
@@ -39,6 +38,7 @@ public:
     bool poll() noexcept;
     bool pure_poll() noexcept;
     bool try_enter_interrupt_mode() noexcept;
+    void exit_interrupt_mode() noexcept;
 
 private:
     struct class_state {
@@ -61,7 +61,7 @@ private:
     timer<steady_clock_type> _token_timer;
     disk_properties _model;  // this shard's share
     double _read_op_cost, _read_byte_cost, _write_op_cost, _write_byte_cost;  // ns of disk time
-    pollable_fd _notify;     // the backend's completion eventfd, in the reactor's epoll
+    int _notify_fd = -1;     // the backend's completion eventfd, a sleep wake-up of the reactor
     std::unique_ptr<pollfn> _poller;
 
     double cost_of(io_op op, std::size_t bytes) const noexcept;
