@@ -153,3 +153,14 @@ def processes():
         print(f"--- {' '.join(p.argv)} (pid {p.pid}, exit {p.proc.returncode}"
               f"{', killed in teardown' if still_running else ''}) ---")
         print(p.output)
+
+
+# Marks every suite may use (registered here so that `pytest pytests/<suite>` alone knows them
+# under --strict-markers; each suite adds the skips, naming what is missing: see
+# pytests/wire/wire_util.py NEEDS_ROOT). Added by helper W (pytests/wire).
+def pytest_configure(config):
+    for line in ("needs_root: needs CAP_NET_ADMIN, CAP_NET_RAW (and for pytests/wire CAP_SYS_ADMIN): namespaces, "
+                 "veth pairs, raw sockets",
+                 "needs_hugepages: needs free hugepages (DPDK without --no-huge)",
+                 "slow: takes more than a few seconds"):
+        config.addinivalue_line("markers", line)

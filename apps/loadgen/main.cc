@@ -10,7 +10,7 @@
 // options.
 #include "apps/loadgen/loadgen.hh"
 #include "apps/loadgen/request_generator.hh"
-#include "runtime/app_template.hh"
+#include "dataplane/app.hh"
 #include "runtime/coroutine.hh"
 #include "runtime/log.hh"
 #include "runtime/reactor.hh"
@@ -166,8 +166,7 @@ future<> stop_on_exit(sharded<load_client>& clients, bool& clients_running, prom
 }
 
 // The run on shard 0. `finished` tells the SIGINT/SIGTERM hook that the run is over.
-future<int> run(const cli_values& v, net::network_stack_options net_opts, sharded<load_client>& clients,
-                bool& clients_running, promise<>& finished) {
+future<int> run(const cli_values& v, sharded<load_client>& clients, bool& clients_running, promise<>& finished) {
     int code = 0;
     std::exception_ptr failure;
     try {
@@ -184,8 +183,7 @@ future<int> run(const cli_values& v, net::network_stack_options net_opts, sharde
             finished.set_value();
             co_return 2;
         }
-        auto stack_started = net::start_network_stack(std::move(net_opts));
-        co_await std::move(stack_started);
+        // reef::app started the network stack (posix, or native over a DPDK port) before this runs.
         // SIGINT/SIGTERM: stop sending; the run collects the answers still due, prints what it
         // measured, and the hook returns once it has. Registered after the stack's own hook, so it
         // runs before the stack is destroyed (hooks run last registered first).
@@ -264,12 +262,10 @@ future<int> run(const cli_values& v, net::network_stack_options net_opts, sharde
 
 int main(int argc, char** argv) {
     register_builtin_generators();
-    app_template app("reef-loadgen",
-                     "Reef load generator: connections on every shard send requests to --server and check the "
-                     "answers; prints throughput, errors and latency percentiles.");
+    app app("reef-loadgen",
+            "Reef load generator: connections on every shard send requests to --server and check the "
+            "answers; prints throughput, errors and latency percentiles.");
     cli_values v;
-    net::network_stack_options net_opts;
-    net_opts.register_options(app.options());
     auto& o = app.options();
     o.add_option("--server", v.server, "Server to load, ADDRESS:PORT (e.g. 127.0.0.1:7, [::1]:7, localhost:7)")
         ->required();
@@ -322,7 +318,6 @@ int main(int argc, char** argv) {
     sharded<load_client> clients;
     bool clients_running = false;
     promise<> finished;
-    int code =
-        app.run(argc, argv, [&]() -> future<int> { return run(v, net_opts, clients, clients_running, finished); });
+    int code = app.run(argc, argv, [&]() -> future<int> { return run(v, clients, clients_running, finished); });
     return code;
 }

@@ -8,10 +8,13 @@
 #include "runtime/reactor.hh"
 #include "runtime/scheduling.hh"
 #include "runtime/smp.hh"
+#include "stack/native/native_stack.hh"
+#include "stack/native/tcp.hh"
 #include "stack/net/api.hh"
 #include "stack/net/device.hh"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <unistd.h>
 
@@ -532,17 +535,73 @@ json runtime_status(const json& params, const agent_config& cfg) {
     };
 }
 
-json stack_connections(const json& params, const agent_config& cfg) {
+// One shard's TCP table, copied on that shard (snapshots hold no references into its TCP).
+std::vector<net::tcp_connection_snapshot> local_connections() {
+    auto* ns = dynamic_cast<net::native_stack*>(net::has_local_stack() ? &net::local_stack() : nullptr);
+    return ns ? ns->tcp().connections() : std::vector<net::tcp_connection_snapshot>{};
+}
+
+json to_json(unsigned shard, const net::tcp_connection_snapshot& c) {
+    auto us = [](std::chrono::microseconds d) { return std::int64_t(d.count()); };
+    const auto& i = c.info;
+    return json{
+        {"shard", shard},
+        {"local", c.local.to_string()},
+        {"remote", c.remote.to_string()},
+        {"state", i.state},
+        {"send_queued", i.send_queued},
+        {"recv_queued", i.recv_queued},
+        {"mss", i.mss},
+        {"cwnd", i.cwnd},
+        {"ssthresh", i.ssthresh},
+        {"srtt_us", us(i.srtt)},
+        {"rto_us", us(i.rto)},
+        {"snd_wnd", i.snd_wnd},
+        {"rcv_wnd", i.rcv_wnd},
+        {"snd_wscale", i.snd_wscale},
+        {"rcv_wscale", i.rcv_wscale},
+        {"sack", i.sack},
+        {"timestamps", i.timestamps},
+        {"window_scaling", i.wscale},
+        {"congestion", i.congestion == net::tcp_congestion_algorithm::cubic ? "cubic" : "newreno"},
+        {"retransmits", i.retransmits},
+        {"rto_expirations", i.rto_expirations},
+        {"bytes_acked", i.bytes_acked},
+        {"bytes_received", i.bytes_received},
+        {"zero_window_probes", i.zero_window_probes},
+    };
+}
+
+future<json> stack_connections(const json& params, const agent_config& cfg) {
     params_view p(params, "stack.connections");
-    p.allow_only({"state"});
+    p.allow_only({"shard", "state"});
     if (cfg.stack_name != "native") {
         throw rpc_error(error_code::unsupported,
                         fmt::format("stack.connections lists the native stack's TCP table; this dataplane runs "
                                     "the {} stack, whose connections the kernel lists (ss -tnp)",
                                     cfg.stack_name));
     }
-    throw rpc_error(error_code::unsupported,
-                    "stack.connections: the native stack does not expose its TCP table in this build");
+    static constexpr const char* states[] = {"SYN_SENT",   "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2",
+                                             "CLOSE_WAIT", "CLOSING",      "LAST_ACK",    "TIME_WAIT",  "CLOSED"};
+    auto state = p.opt_string("state");
+    if (state && std::none_of(std::begin(states), std::end(states), [&](const char* s) { return *state == s; })) {
+        throw rpc_error(error_code::invalid_params,
+                        fmt::format("stack.connections: unknown state '{}' (states: {})", *state,
+                                    fmt::join(std::begin(states), std::end(states), ", ")));
+    }
+    auto which = shards_of(p);
+    json out = json::array();
+    for (auto s : which) {
+        auto f = smp::submit_to(s, [] { return local_connections(); });
+        auto conns = co_await std::move(f);
+        for (auto& c : conns) {
+            if (!state || *state == c.info.state) {
+                out.push_back(to_json(s, c));
+            }
+        }
+    }
+    auto n = out.size();
+    co_return json{{"connections", std::move(out)}, {"count", n}};
 }
 
 const std::vector<std::string>& builtin_names() {
@@ -622,7 +681,8 @@ future<json> agent_methods::call(const std::string& method, const json& params) 
         co_return io_classes_set(params);
     }
     if (method == "stack.connections") {
-        co_return stack_connections(params, _cfg);
+        auto f = stack_connections(params, _cfg);
+        co_return co_await std::move(f);
     }
     throw rpc_error(error_code::method_not_found, fmt::format("method not found: {}", method));
 }

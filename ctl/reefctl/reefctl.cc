@@ -324,10 +324,13 @@ void print_io_classes(const json& r) {
 void print_connections(const json& r) {
     std::vector<std::vector<std::string>> rows;
     for (auto& c : r.at("connections")) {
-        rows.push_back({cell(c.value("state", json())), cell(c.value("local", json())), cell(c.value("remote", json())),
-                        cell(c.value("shard", json()))});
+        rows.push_back({cell(c.value("state", json())), cell(c.value("recv_queued", json())),
+                        cell(c.value("send_queued", json())), cell(c.value("local", json())),
+                        cell(c.value("remote", json())), cell(c.value("shard", json())), cell(c.value("srtt_us", json())),
+                        cell(c.value("cwnd", json())), cell(c.value("retransmits", json()))});
     }
-    print_table({"STATE", "LOCAL", "REMOTE", "SHARD"}, rows);
+    // The columns of `ss -tni`: state, queues, addresses, then what -i adds.
+    print_table({"STATE", "RECV-Q", "SEND-Q", "LOCAL", "REMOTE", "SHARD", "SRTT_US", "CWND", "RETRANS"}, rows);
 }
 
 void print_logs(const json& r) {
@@ -509,7 +512,9 @@ int main(int argc, char** argv) {
     auto* schedgroup =
         dp_cmd("sched-group", "List scheduling groups, or set one's shares: sched-group NAME [GROUP SHARES]");
     schedgroup->add_option("ARGS", sets, "GROUP SHARES")->expected(0, 2);
-    auto* connections = dp_cmd("connections", "The native stack's TCP connections");
+    auto* connections = dp_cmd("connections", "The native stack's TCP connections (like ss -tni)");
+    std::string conn_state;
+    connections->add_option("--state", conn_state, "Only connections in this state (ESTABLISHED, TIME_WAIT...)");
     auto* appcmd = dp_cmd("app", "Call an app method: app NAME METHOD [JSON]");
     appcmd->add_option("METHOD", a1, "app.* method (the \"app.\" may be left out)")->required();
     appcmd->add_option("JSON", a2, "Params (JSON object)");
@@ -646,6 +651,9 @@ int main(int argc, char** argv) {
         } else if (connections->parsed()) {
             c.dataplane = true;
             c.method = "stack.connections";
+            if (!conn_state.empty()) {
+                c.params = {{"state", conn_state}};
+            }
             c.print = print_connections;
         } else if (appcmd->parsed()) {
             c.dataplane = true;

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from netutil import free_port  # noqa: F401  (re-exported to the suite's tests)
 
 ECHO = "apps/echo/reef-echo"
 REEFD = "ctl/reefd"
@@ -23,21 +24,6 @@ REEFCTL = "ctl/reefctl"
 
 # Gentle on the shared two-core machine: one shard each, sleeping when idle.
 QUIET = ["--idle-policy", "sleep"]
-
-
-def free_port():
-    """A port free for both TCP and UDP on 127.0.0.1 (reef-echo binds both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def echo_once(port, payload=b"ping\n", timeout=5.0):

@@ -22,6 +22,7 @@ import subprocess
 import time
 
 import pytest
+from netutil import free_port  # noqa: F401  (re-exported to the suite's tests)
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
@@ -224,11 +225,6 @@ def raw_ports():
 
 
 # ---- reef-echo on a DPDK vdev
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "dataplane"))
 
 from dataplane_util import missing_capabilities, raw_ports, veth  # noqa: E402,F401  (fixtures by name)
 
-MEMCACHED = "apps/memcached/reef-memcached"
-# Gentle on the shared two-core machine: shards sleep when idle instead of polling.
-QUIET = ["--idle-policy", "sleep"]
+from mc_util import MEMCACHED, QUIET, free_port  # noqa: E402,F401
 
 
 def pytest_configure(config):
@@ -28,21 +26,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "needs_root" in item.keywords and "memcached" in str(item.fspath):
             item.add_marker(skip)
-
-
-def free_port():
-    """A port free for both TCP and UDP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-    pytest.fail("no port free for both TCP and UDP")
 
 
 @pytest.fixture

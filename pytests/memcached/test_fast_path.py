@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from conftest import QUIET
+from mc_util import QUIET
 from dataplane_util import parse_udp_frame, udp_frame
 
 CLIENT_IP = "198.18.0.2"

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from client import Text, bin_read, bin_request, stats, udp_request
-from conftest import QUIET, free_port
+from mc_util import QUIET, free_port
 
 
 def text(server):

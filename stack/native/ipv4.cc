@@ -103,6 +103,14 @@ void ipv4::receive(packet p) {
         ++st.rx_dropped_bad_checksum;
         return;
     }
+    // RFC 1122 3.2.1.7 forbids sending TTL 0 and a router discards a datagram whose TTL reaches
+    // 0, so one arriving here was forged or mangled on the way: dropped (and counted) as a
+    // malformed header. This deliberately narrows the same section's "must not discard a datagram
+    // just because its TTL is below 2" to TTL 1, which stays accepted.
+    if (h->ttl == 0) {
+        ++st.rx_dropped_ttl_zero;
+        return;
+    }
     const auto& cfg = _ifc.config();
     ip_packet ip;
     ip.src = load_ip(h->src);

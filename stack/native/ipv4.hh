@@ -2,10 +2,10 @@
 // instance per shard of an interface.
 //
 // Receive: every header is validated (length, version, IHL, total length, checksum unless the
-// device verified it) and each failure is counted by reason (ipv4_stats); options are skipped,
-// never interpreted; padding past the total length is trimmed; packets for another host are
-// dropped (a host does not forward). Fragments are reassembled (see below); whole datagrams go to
-// ICMP, UDP or the protocol handler registered for their number (TCP).
+// device verified it, TTL not 0) and each failure is counted by reason (ipv4_stats); options
+// are skipped, never interpreted; padding past the total length is trimmed; packets for another
+// host are dropped (a host does not forward). Fragments are reassembled (see below); whole
+// datagrams go to ICMP, UDP or the protocol handler registered for their number (TCP).
 //
 // Send: the route is on-link when the destination shares our subnet (or is a broadcast), else
 // through the gateway; the L4 checksum a packet asks for (offload().needs_csum) is left to the

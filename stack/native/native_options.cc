@@ -74,6 +74,11 @@ void native_options::register_options(CLI::App& app) {
         ->check(CLI::Range(1u, 1000000u))
         ->capture_default_str()
         ->group(g);
+    app.add_option("--icmp-error-burst", icmp_error_burst,
+                   "ICMP errors one shard may send at once before --icmp-error-rate applies")
+        ->check(CLI::Range(1u, 1000000u))
+        ->capture_default_str()
+        ->group(g);
 }
 
 }  // namespace reef::net

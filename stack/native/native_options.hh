@@ -49,9 +49,10 @@ struct native_options {
     std::chrono::milliseconds pmtu_timeout{600000};
 
     // ---- ICMP
-    /// ICMP errors (port unreachable...) sent per second per shard at most (token bucket).
+    /// --icmp-error-rate: ICMP errors (port unreachable...) sent per second per shard at most
+    /// (token bucket).
     unsigned icmp_error_rate = 1000;
-    /// Burst of errors allowed at once.
+    /// --icmp-error-burst: errors allowed at once (the token bucket's size).
     unsigned icmp_error_burst = 50;
 
     // ---- UDP

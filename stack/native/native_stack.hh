@@ -12,9 +12,33 @@
 // shard to shard, UDP datagrams for ports bound elsewhere forwarded, DHCP on shard 0).
 //
 // IPv4 only: supports_ipv6() is false, IPv6 frames are counted and dropped.
+//
+// Metrics: each shard's stack registers its counters (native_stats.hh and tcp_stats) in the
+// metrics registry (runtime/metrics.hh) when it is created and unregisters them when destroyed,
+// so `metrics.get` on the control socket and /metrics show them per shard (label `shard`), with
+// the label `device` (the device's name). Every field of native_stats.hh and tcp_stats is a
+// counter named reef_native_<layer>_<field>_total (layers l2, arp, ipv4, icmp, udp, dhcp, tcp),
+// except the drops: one counter per layer and direction with a `reason` label,
+//   reef_native_l2_rx_dropped_total{reason}     not_ours unknown_type short
+//   reef_native_arp_rx_dropped_total{reason}    malformed not_for_us
+//   reef_native_ipv4_rx_dropped_total{reason}   too_short bad_version bad_header_length
+//                                               bad_total_length bad_checksum ttl_zero not_for_us
+//                                               bad_source unknown_protocol
+//   reef_native_ipv4_tx_dropped_total{reason}   no_route too_big
+//   reef_native_ipv4_reasm_dropped_total{reason} overlap oversize malformed timeout memory
+//   reef_native_icmp_rx_dropped_total{reason}   malformed
+//   reef_native_udp_rx_dropped_total{reason}    short bad_checksum queue_full
+//   reef_native_dhcp_rx_dropped_total           (malformed or not ours)
+//   reef_native_tcp_rx_dropped_total{reason}    bad_checksum bad_header bad_options bad_flags
+//                                               out_of_window paws bad_ack no_socket listen_bad
+//                                               memory icmp_invalid
+// and the gauges reef_native_ipv4_reasm_bytes, reef_native_ipv4_reasm_datagrams,
+// reef_native_arp_entries, reef_native_arp_queued_packets and reef_native_tcp_connections{state}
+// (one sample per RFC 9293 state but LISTEN: SYN_SENT ... TIME_WAIT, CLOSED; 0 included).
 #pragma once
 
 #include "runtime/future.hh"
+#include "runtime/metrics.hh"
 #include "stack/native/interface.hh"
 #include "stack/native/native_options.hh"
 #include "stack/native/native_stats.hh"
@@ -43,6 +67,10 @@ public:
     udp_channel make_udp_channel(const socket_address& local, const udp_channel_options& opts) override;
     bool supports_ipv6() const noexcept override { return false; }
     const stack_stats& stats() const noexcept override { return _stats; }
+    /// Orderly end of this shard's TCP before the process exits: stop accepting, give closing
+    /// connections up to a second to deliver their FIN, then reset the rest (tcp::shutdown), so
+    /// peers see FIN or RST instead of a silent half-open connection.
+    future<> stop() override;
 
     /// This shard's interface (layers, configuration).
     native::interface& iface() noexcept { return *_ifc; }
@@ -60,6 +88,10 @@ private:
     std::unique_ptr<native::interface> _ifc;
     std::unique_ptr<tcp_glue> _glue;
     std::unique_ptr<class tcp> _tcp;
+    // Last: unregistered before the counters it reads are destroyed.
+    metrics::metric_groups _metrics;
+
+    void register_metrics();
 };
 
 /// Create the calling shard's native stack over `dev` (call on every shard; `dev` started or

@@ -38,6 +38,7 @@ struct ipv4_stats {
     std::uint64_t rx_dropped_bad_header_length = 0;  ///< IHL < 5 or past the packet's end
     std::uint64_t rx_dropped_bad_total_length = 0;   ///< total length < IHL*4 or > bytes received
     std::uint64_t rx_dropped_bad_checksum = 0;
+    std::uint64_t rx_dropped_ttl_zero = 0;    ///< TTL 0: no conforming sender or router emits it
     std::uint64_t rx_dropped_not_for_us = 0;  ///< another host's address (we do not forward)
     std::uint64_t rx_dropped_bad_source = 0;  ///< broadcast/multicast source
     std::uint64_t rx_dropped_unknown_protocol = 0;

@@ -3,6 +3,8 @@
 // local port choice, ICMP errors.
 #include "stack/native/tcp.hh"
 
+#include "runtime/coroutine.hh"
+#include "runtime/future_util.hh"
 #include "runtime/smp.hh"
 #include "stack/native/tcp_connection.hh"
 #include "stack/net/checksum.hh"
@@ -116,9 +118,44 @@ tcp::~tcp() {
     }
 }
 
+future<> tcp::shutdown(std::chrono::milliseconds drain) {
+    for (auto& [k, l] : _listeners) {
+        l->abort_accept();
+    }
+    auto delivering = [this] {
+        return std::any_of(_conns.begin(), _conns.end(), [](auto& kv) {
+            auto st = kv.second->state();
+            return st == tcp_state::fin_wait_1 || st == tcp_state::closing || st == tcp_state::last_ack;
+        });
+    };
+    auto deadline = std::chrono::steady_clock::now() + drain;
+    while (delivering() && std::chrono::steady_clock::now() < deadline) {
+        co_await sleep(std::chrono::milliseconds(5));
+    }
+    // abort() unlinks the connection from _conns: walk a copy.
+    std::vector<lw_shared_ptr<tcp_connection>> open;
+    for (auto& [t, c] : _conns) {
+        if (c->state() != tcp_state::time_wait && c->state() != tcp_state::closed) {
+            open.push_back(c);
+        }
+    }
+    for (auto& c : open) {
+        c->abort();
+    }
+}
+
 std::size_t tcp::time_wait_count() const noexcept {
     return std::size_t(std::count_if(_conns.begin(), _conns.end(),
                                      [](auto& kv) { return kv.second->state() == tcp_state::time_wait; }));
+}
+
+std::vector<tcp_connection_snapshot> tcp::connections() const {
+    std::vector<tcp_connection_snapshot> out;
+    out.reserve(_conns.size());
+    for (auto& [t, c] : _conns) {
+        out.push_back(tcp_connection_snapshot{c->local_address(), c->remote_address(), c->info()});
+    }
+    return out;
 }
 
 std::uint64_t tcp::keyed_hash(const void* data, std::size_t len) const noexcept {

@@ -143,6 +143,8 @@ struct tcp_config {
     /// RFC 5961 7: challenge ACKs sent per second, per shard, at most.
     unsigned challenge_ack_limit = 1000;
     tcp_keepalive_params keepalive{};  ///< defaults when set_keepalive(true)
+    /// Every connection starts with keepalive on (set_keepalive(false) still turns it off).
+    bool keepalive_by_default = false;
     /// Secret for ISNs and SYN cookies (RFC 6528's key). 0: random at start-up.
     std::uint64_t secret = 0;
     /// Local ports connect() picks from (inclusive).
@@ -222,6 +224,16 @@ struct tcp_info {
     tcp_congestion_algorithm congestion = tcp_congestion_algorithm::cubic;
 };
 
+/// One entry of tcp::connections(): what `ss -ti` shows for a connection.
+struct tcp_connection_snapshot {
+    socket_address local;   ///< our address and port
+    socket_address remote;  ///< the peer's
+    /// State (tcp_info::state: "ESTABLISHED", "TIME_WAIT"...), send and receive queue bytes
+    /// (send_queued: unsent + unacknowledged; recv_queued: received, not yet read), rto, cwnd,
+    /// srtt, mss, windows and counters.
+    tcp_info info;
+};
+
 class tcp_connection;
 class tcp_listener;
 
@@ -233,6 +245,13 @@ public:
     /// `lower` must outlive this object.
     explicit tcp(tcp_lower& lower, tcp_config cfg = {});
     ~tcp();
+    /// The graceful end of this shard's TCP, before it is destroyed (native_stack::stop, when the
+    /// process exits): listeners stop accepting; connections whose data and FIN are still
+    /// unacknowledged (FIN-WAIT-1, CLOSING, LAST-ACK: the app closed them, the peer has not heard
+    /// it all yet) get up to `drain` to deliver them; then every connection still open, in
+    /// whatever state, is reset (RST), so no peer keeps waiting for a host that has gone. TIME-WAIT
+    /// connections are left to the destructor. Never fails.
+    future<> shutdown(std::chrono::milliseconds drain);
     tcp(const tcp&) = delete;
     tcp& operator=(const tcp&) = delete;
 
@@ -268,6 +287,10 @@ public:
     std::size_t connection_count() const noexcept { return _conns.size(); }
     /// Connections in TIME_WAIT.
     std::size_t time_wait_count() const noexcept;
+    /// A snapshot of every connection of this shard (every state but LISTEN, TIME_WAIT
+    /// included), in no particular order; copies, valid after the connections change. For the
+    /// control agent's `stack.connections` (which gathers it from every shard with submit_to).
+    std::vector<tcp_connection_snapshot> connections() const;
 
     // ---- internal, for tcp_connection and tcp_listener
     struct four_tuple {

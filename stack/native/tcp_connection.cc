@@ -47,7 +47,8 @@ tcp_connection::tcp_connection(tcp& stack, const four_tuple& t, const tcp_socket
       _rto(stack.config().rto_initial), _rto_timer([this] { on_rto(); }),
       _rcv_buf_limit(o.recv_buffer_size ? o.recv_buffer_size : stack.config().recv_buffer_size),
       _delack_timer([this] { on_delayed_ack(); }), _persist_timer([this] { on_persist(); }),
-      _keepalive_timer([this] { on_keepalive(); }), _ka_params(stack.config().keepalive),
+      _keepalive_timer([this] { on_keepalive(); }), _keepalive(stack.config().keepalive_by_default),
+      _ka_params(stack.config().keepalive),
       _close_timer([this] { on_close_timer(); }), _nodelay(stack.config().nodelay) {
     _iss = stack.initial_sequence(t);
     _snd_una = _snd_nxt = _iss;

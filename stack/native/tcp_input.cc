@@ -108,7 +108,9 @@ void tcp_connection::input(tcp_segment seg) {
     }
     update_ts_recent(seg);
 
-    // Seventh and eighth: text and FIN (URG, sixth, is not implemented: urgent data is ordinary).
+    // Sixth, URG: urgent data stays in line (RFC 9293 3.8.5, RFC 6093 5: applications get it as
+    // ordinary data; there is no out-of-band byte) and the urgent pointer, wherever it points,
+    // neither moves nor cuts the text. Seventh and eighth: text and FIN.
     if (seg.len() || h.has(tcp_flag::fin)) {
         data_input(seg);
         if (_state == tcp_state::closed) {

@@ -64,12 +64,26 @@ void tcp_connection::output() {
         }
         std::uint64_t unsent = unsent_bytes();
         bool fin_pending = _fin_queued && !_fin_sent;
-        if (!unsent && !fin_pending) {
-            break;
-        }
         auto room = std::int64_t((_snd_una + std::int64_t(_snd_wnd)) - _snd_nxt);
         if (room < 0) {
             room = 0;
+        }
+        if ((!unsent && !fin_pending) || (unsent && !room)) {
+            // RFC 6675 5 NextSeg rule 3: no lost segment (rule 1) and no new data (rule 2): in
+            // SACK recovery, a hole below the highest SACK that is not yet deemed lost goes out.
+            if (_in_recovery && _sack_recovery) {
+                if (auto* hole = _sb.next_unsacked_below_high_sack()) {
+                    std::uint32_t payload = hole->len - (hole->fin ? 1 : 0);
+                    tcp_seq seq = hole->seq;
+                    bool fin = hole->fin;
+                    _sb.retransmitted(*hole, ts_val(), now);
+                    send_data(seq, payload, fin, true);
+                    continue;
+                }
+            }
+            if (!unsent && !fin_pending) {
+                break;
+            }
         }
         // One MSS per segment, or several at once when the device segments (TSO), as far as
         // cwnd allows.

@@ -255,6 +255,21 @@ tcp_tx_segment* tcp_scoreboard::next_lost() {
     return nullptr;
 }
 
+tcp_tx_segment* tcp_scoreboard::next_unsacked_below_high_sack() {
+    if (!_any_sacked) {
+        return nullptr;
+    }
+    for (auto& s : _segs) {
+        if (!(s.seq < _high_sacked)) {
+            break;
+        }
+        if (!s.sacked && !s.retransmitted) {
+            return &s;
+        }
+    }
+    return nullptr;
+}
+
 void tcp_scoreboard::retransmitted(tcp_tx_segment& s, std::uint32_t tsval, std::chrono::steady_clock::time_point now) {
     if (!s.retransmitted) {
         s.retransmitted = true;

@@ -128,6 +128,10 @@ public:
     void clear_reno_dupacks() noexcept { _reno_dup = 0; }
     /// The lowest lost segment not retransmitted yet (RFC 6675 NextSeg rule 1), or nullptr.
     tcp_tx_segment* next_lost();
+    /// RFC 6675 NextSeg rule 3: the lowest segment that is neither SACKed nor retransmitted and
+    /// lies below the highest SACKed sequence (the conditions of rule 1 without IsLost), or
+    /// nullptr. Loss recovery sends it when rules 1 and 2 have nothing to send.
+    tcp_tx_segment* next_unsacked_below_high_sack();
     /// Record that `s` went out again.
     void retransmitted(tcp_tx_segment& s, std::uint32_t tsval, std::chrono::steady_clock::time_point now);
     /// Split segments longer than `mss` payload bytes (the path MTU shrank) so that each can be

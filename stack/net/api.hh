@@ -245,6 +245,12 @@ public:
     virtual udp_channel make_udp_channel(const socket_address& local, const udp_channel_options& opts) = 0;
     virtual bool supports_ipv6() const noexcept = 0;
     virtual const stack_stats& stats() const noexcept = 0;
+    /// The graceful end before the stack is destroyed (the at_exit hook of start_network_stack
+    /// runs it, after the app's hooks closed its sockets): a stack that outlives its sockets'
+    /// close (the native TCP) gets a bounded time to deliver what they queued, then resets what
+    /// is left so peers do not wait for a host that is gone. Never fails. The posix stack has
+    /// nothing to do: the kernel keeps delivering after close.
+    virtual future<> stop() { return make_ready_future<>(); }
 };
 
 /// This shard's stack. Throws std::logic_error if none was started on this shard.

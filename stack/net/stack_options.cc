@@ -57,8 +57,10 @@ future<> start_local_stack(network_stack_factory factory, network_stack_options 
     // Registered now, so it runs after the hooks the app registers later (hooks run last
     // first): the app closes its sockets before the stack goes.
     engine().at_exit([] {
-        reset_local_stack();
-        return make_ready_future<>();
+        return local_stack().stop().then_wrapped([](future<> f) {
+            f.ignore_ready_future();
+            reset_local_stack();
+        });
     });
 }
 

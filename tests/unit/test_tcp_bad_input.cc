@@ -417,3 +417,31 @@ REEF_TEST(tcp_bad_input, random_garbage_never_breaks_the_stack) {
     EXPECT_GT(st.drop_bad_header + st.drop_bad_checksum + st.drop_bad_options + st.drop_bad_flags, 0u);
     co_await sin.close();
 }
+
+// URG (RFC 9293 3.8.5, RFC 6093 5): urgent data is delivered in line, in order, whether the
+// urgent pointer points into the segment, past it, or is zero; nothing is skipped or duplicated.
+REEF_TEST(tcp_bad_input, urgent_data_is_delivered_in_line) {
+    tcp_test_link link;
+    auto ss = link.b->listen(sa(addr_b, 80));
+    auto p = co_await open_pair(link, ss);
+    auto v = view_of(link);
+    auto inject = [&](tcp_seq seq, std::uint16_t urgent, std::string_view data) {
+        auto h = hdr(v.sport, 80, seq, v.ack, tcp_flag::ack | tcp_flag::urg | tcp_flag::psh);
+        h.urgent = urgent;
+        link.b->received(addr_a, addr_b, craft(addr_a, addr_b, h, ts_opts(v.tsval), data));
+    };
+    inject(v.seq, 3, "abc");         // the pointer at the end of this segment
+    inject(v.seq + 3, 60000, "def");  // past it: more urgent data to come
+    inject(v.seq + 6, 0, "ghi");      // zero (RFC 6093: no urgent data in it)
+    auto sin = p.server.input();
+    std::string got;
+    while (got.size() < 9) {
+        auto b = co_await sin.read();
+        REEF_ASSERT(!b.empty());
+        got.append(b.get(), b.size());
+    }
+    EXPECT_EQ(got, "abcdefghi");
+    EXPECT_EQ(link.b->stats().drop_bad_flags, 0u);
+    EXPECT_EQ(native_tcp_info(p.server)->bytes_received, 9u);
+    co_await sin.close();
+}

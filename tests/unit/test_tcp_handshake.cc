@@ -102,6 +102,44 @@ REEF_TEST(tcp_handshake, data_both_ways_half_close_and_time_wait) {
     co_await sin.close();
 }
 
+// tcp::connections(): one entry per connection with its addresses, state, queues, rto and cwnd
+// (the agent's stack.connections).
+REEF_TEST(tcp_handshake, connections_snapshot) {
+    tcp_test_link link;
+    auto ss = link.b->listen(sa(addr_b, 80));
+    EXPECT_TRUE(link.a->connections().empty());
+    auto p = co_await open_pair(link, ss);
+    auto cout = p.client.output();
+    co_await cout.write("unread"sv);
+    co_await cout.flush();
+    auto snap = link.b->connections();
+    REEF_ASSERT(snap.size() == 1);
+    EXPECT_EQ(snap[0].local, sa(addr_b, 80));
+    EXPECT_EQ(snap[0].remote, p.client.local_address());
+    EXPECT_EQ(std::string(snap[0].info.state), "ESTABLISHED");
+    EXPECT_TRUE(co_await eventually([&] { return link.b->connections()[0].info.recv_queued == 6; }));
+    EXPECT_GT(snap[0].info.rto.count(), 0);
+    EXPECT_GT(snap[0].info.cwnd, 0u);
+    auto a = link.a->connections();
+    REEF_ASSERT(a.size() == 1);
+    EXPECT_EQ(a[0].local, p.client.local_address());
+    EXPECT_EQ(a[0].remote, sa(addr_b, 80));
+    // The client closes: its entry follows it to FIN_WAIT_2 and then TIME_WAIT, still listed.
+    co_await cout.close();
+    auto sin = p.server.input();
+    EXPECT_EQ(co_await read_all(sin), "unread");
+    auto sout = p.server.output();
+    co_await sout.close();
+    EXPECT_TRUE(co_await eventually([&] {
+        auto c = link.a->connections();
+        return c.size() == 1 && std::string(c[0].info.state) == "TIME_WAIT";
+    }));
+    EXPECT_TRUE(co_await eventually([&] { return link.b->connections().empty(); }));
+    co_await sin.close();
+    auto cin = p.client.input();
+    co_await cin.close();
+}
+
 REEF_TEST(tcp_handshake, every_option_combination) {
     for (int server_all = 0; server_all < 2; ++server_all) {
         for (int mask = 0; mask < 8; ++mask) {

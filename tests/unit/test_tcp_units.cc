@@ -153,6 +153,32 @@ TEST(tcp_scoreboard, rfc6675_loss_and_pipe) {
     EXPECT_EQ(sb.sack(&bogus, 1, tcp_seq(1500), tcp_seq(2000)), 0u);
 }
 
+// RFC 6675 5 NextSeg rule 3: with one segment SACKed above two holes, neither hole is "lost" yet
+// (fewer than DupThresh segments SACKed above), so rule 1 has nothing; rule 3 still offers the
+// holes, lowest first, each once, and never a segment above the highest SACK.
+TEST(tcp_scoreboard, nextseg_rule3_offers_holes_below_the_highest_sack) {
+    tcp_scoreboard sb;
+    auto now = std::chrono::steady_clock::now();
+    for (unsigned i = 0; i < 5; ++i) {
+        sb.sent(tcp_seq(1000 + 100 * i), 100, false, 0, now);
+    }
+    EXPECT_EQ(sb.next_unsacked_below_high_sack(), nullptr);  // nothing SACKed: no rule 3
+    tcp_sack_block b{tcp_seq(1200), tcp_seq(1300)};
+    sb.sack(&b, 1, tcp_seq(1000), tcp_seq(1500));
+    EXPECT_FALSE(sb.mark_lost_rfc6675(3, 100));
+    EXPECT_EQ(sb.next_lost(), nullptr);
+    auto* h = sb.next_unsacked_below_high_sack();
+    ASSERT_NE(h, nullptr);
+    EXPECT_EQ(h->seq.raw, 1000u);
+    sb.retransmitted(*h, 0, now);
+    h = sb.next_unsacked_below_high_sack();
+    ASSERT_NE(h, nullptr);
+    EXPECT_EQ(h->seq.raw, 1100u);
+    sb.retransmitted(*h, 0, now);
+    EXPECT_EQ(sb.next_unsacked_below_high_sack(), nullptr);  // 1300 and 1400 lie above the SACK
+    EXPECT_EQ(sb.pipe(), 500u - 100u + 200u);  // SACKed out, both rule-3 retransmissions in
+}
+
 TEST(tcp_scoreboard, split_for_smaller_mtu) {
     tcp_scoreboard sb;
     auto now = std::chrono::steady_clock::now();
