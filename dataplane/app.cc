@@ -4,10 +4,12 @@
 #include "runtime/coroutine.hh"
 #include "runtime/log.hh"
 #include "runtime/metrics.hh"
+#include "runtime/metrics_collectd.hh"
 #include "runtime/reactor.hh"
 #include "runtime/smp.hh"
 #include "stack/http/server.hh"
 #include "stack/native/native_stack.hh"
+#include "stack/native/tcp_config_options.hh"
 #include "stack/net/api.hh"
 
 #ifdef REEF_HAVE_DPDK
@@ -16,6 +18,7 @@
 #include "dataplane/eal.hh"
 #endif
 
+#include <cmath>
 #include <system_error>
 
 namespace reef {
@@ -32,13 +35,15 @@ std::unique_ptr<net::device> g_device_owner;
 // The native stack's options (--host-ipv4-addr...), parsed with the others; its factory builds
 // each shard's stack over g_device, which exists by the time start_network_stack runs.
 net::native_options g_native_options;
+net::tcp_config g_tcp_config;  // --tcp-*
 
 future<std::unique_ptr<net::network_stack>> make_native_over_device(const net::network_stack_options&) {
     if (!g_device) {
         throw std::invalid_argument("--network-stack native needs a device: add --dpdk-pmd (and --vdev for a "
                                     "virtual port)");
     }
-    auto s = co_await net::make_native_stack(*g_device, g_native_options);
+    net::check_tcp_config(g_tcp_config);
+    auto s = co_await net::make_native_stack(*g_device, g_native_options, g_tcp_config);
     co_return std::unique_ptr<net::network_stack>(std::move(s));
 }
 
@@ -66,6 +71,7 @@ app::app(std::string name, std::string description) : _tmpl(std::move(name), std
     _net.register_options(_tmpl.options());
     net::register_network_stack("native", make_native_over_device);
     g_native_options.register_options(_tmpl.options());
+    net::register_tcp_options(_tmpl.options(), g_tcp_config);
     _tmpl.options()
         .add_option("--ctl-socket", _ctl_socket,
                     "Control socket path (JSON-RPC, see docs/control-protocol.md); default "
@@ -79,6 +85,16 @@ app::app(std::string name, std::string description) : _tmpl(std::move(name), std
         ->group("Control options");
     _tmpl.options()
         .add_option("--metrics-address", _metrics_address, "Address of the --metrics-port endpoint")
+        ->capture_default_str()
+        ->group("Control options");
+    _tmpl.options()
+        .add_option("--collectd-address", _collectd_address,
+                    "Push every shard's metrics to collectd's network plugin at HOST:PORT (UDP, binary "
+                    "protocol, through the kernel); none by default")
+        ->group("Control options");
+    _tmpl.options()
+        .add_option("--collectd-period", _collectd_period, "Seconds between two collectd pushes")
+        ->check(CLI::PositiveNumber)
         ->capture_default_str()
         ->group("Control options");
 #ifdef REEF_HAVE_DPDK
@@ -184,6 +200,15 @@ int app::run(int argc, char** argv, std::function<future<int>()> main) {
         if (_metrics_port) {
             start_metrics_endpoint(net::socket_address(net::inet_address::parse(_metrics_address),
                                                        std::uint16_t(*_metrics_port)));
+        }
+        if (!_collectd_address.empty()) {
+            metrics::collectd_options copts;
+            copts.address = _collectd_address;
+            copts.period = std::chrono::milliseconds(std::llround(_collectd_period * 1000));
+            copts.instance = _tmpl.options().get_name();
+            auto started = metrics::start_collectd_export(std::move(copts));
+            co_await std::move(started);  // a bad address fails the start, naming it
+            engine().at_exit([] { return metrics::stop_collectd_export(); });
         }
         co_return co_await main();
     });

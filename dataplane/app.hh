@@ -51,6 +51,8 @@ class app {
     std::string _ctl_socket;                     // --ctl-socket: "" default path, "none" disabled
     std::optional<unsigned> _metrics_port;       // --metrics-port: none = no Prometheus endpoint
     std::string _metrics_address = "0.0.0.0";    // --metrics-address
+    std::string _collectd_address;               // --collectd-address: empty = no collectd export
+    double _collectd_period = 10;                // --collectd-period, seconds
 
 public:
     app(std::string name, std::string description);

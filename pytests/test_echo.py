@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from netutil import free_port  # noqa: F401  (re-exported to the suite's tests)
 
 ECHO = "apps/echo/reef-echo"
 LOADGEN = "apps/loadgen/reef-loadgen"
@@ -25,21 +26,6 @@ def echo_bin(reef_binary):
 @pytest.fixture
 def loadgen_bin(reef_binary):
     return reef_binary(LOADGEN)
-
-
-def free_port():
-    """A port free for both TCP and UDP on 127.0.0.1 (the echo server binds both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-    pytest.fail("no port free for both TCP and UDP")
 
 
 def start_echo(processes, echo_bin, port, *extra, smp=2):
@@ -286,3 +272,35 @@ def test_tls_echo_and_loadgen(echo_bin, loadgen_bin, processes, tmp_path):
                     "--duration", "0.5", "--tls", "--tls-ca", ca, "--tls-server-name", "wrong.example", "--json")
     assert r.returncode == 1, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
     assert "verification failed" in r.stderr, r.stderr
+
+
+def test_collectd_export_pushes_every_shards_metrics(processes, echo_bin):
+    """--collectd-address: the dataplane pushes collectd binary-protocol packets; the plugin
+    instance is the app's name ('-' is collectd's identifier separator, so reef_echo) and every
+    shard's counters are in them."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as coll:
+        coll.bind(("127.0.0.1", 0))
+        coll.settimeout(20)
+        p, _ = start_echo(processes, echo_bin, free_port(), "--collectd-address",
+                          f"127.0.0.1:{coll.getsockname()[1]}", "--collectd-period", "0.2")
+        seen = b""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (b"shard_0" in seen and b"shard_1" in seen):
+            pkt = coll.recv(2048)
+            assert len(pkt) <= 1452
+            seen += pkt
+        # Parts 0x0002 (plugin) "reef" and 0x0003 (plugin instance) "reef_echo", NUL-terminated.
+        assert b"\x00\x02\x00\x09reef\x00" in seen and b"\x00\x03\x00\x0ereef_echo\x00" in seen, seen[:200]
+        assert b"shard_0" in seen and b"shard_1" in seen, seen[:400]
+    assert p.proc.poll() is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--collectd-address", "no-port-here"], "no-port-here"),
+    (["--collectd-address", "127.0.0.1:9", "--collectd-period", "0"], "collectd-period"),
+])
+def test_collectd_bad_options_are_named(echo_bin, args, message):
+    r = subprocess.run([echo_bin, "--smp", "1", *QUIET, "--port", "0", *args], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0, r.stderr
+    assert message in r.stderr, r.stderr
