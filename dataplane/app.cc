@@ -47,10 +47,11 @@ future<std::unique_ptr<net::network_stack>> make_native_over_device(const net::n
     co_return std::unique_ptr<net::network_stack>(std::move(s));
 }
 
-// --metrics-port: an HTTP server on shard 0 whose one route collects every shard's metrics.
-std::unique_ptr<http::server> g_metrics_server;
+// --metrics-port: an HTTP server on every shard whose one route collects every shard's metrics.
+thread_local std::unique_ptr<http::server> g_metrics_server;
 
-void start_metrics_endpoint(net::socket_address sa) {
+// This shard's metrics server: the route collects every shard's metrics (metrics::collect).
+net::socket_address listen_metrics_local(net::socket_address sa) {
     http::router r;
     r.add("GET", "/metrics", [](http::request&) -> future<http::reply> {
         auto families = co_await metrics::collect();
@@ -58,10 +59,24 @@ void start_metrics_endpoint(net::socket_address sa) {
     });
     g_metrics_server = std::make_unique<http::server>(std::move(r));
     g_metrics_server->listen(sa);
-    blog.info("metrics at http://{}/metrics", g_metrics_server->local_address());
-    engine().at_exit([]() -> future<> {
-        co_await g_metrics_server->stop();
-        g_metrics_server.reset();
+    return g_metrics_server->local_address();
+}
+
+// Every shard listens: on the native stack a connection belongs to the shard its flow hashes to,
+// and a shard without a listener would reset it. Shard 0 binds first so that port 0 resolves to
+// one port for all.
+future<> start_metrics_endpoint(net::socket_address sa) {
+    auto bound = listen_metrics_local(sa);
+    auto others = smp::invoke_on_others([bound] { listen_metrics_local(bound); });
+    co_await std::move(others);
+    blog.info("metrics at http://{}/metrics", bound);
+    engine().at_exit([] {
+        return smp::invoke_on_all([]() -> future<> {
+            if (g_metrics_server) {
+                co_await g_metrics_server->stop();
+                g_metrics_server.reset();
+            }
+        });
     });
 }
 
@@ -80,7 +95,7 @@ app::app(std::string name, std::string description) : _tmpl(std::move(name), std
     _tmpl.options()
         .add_option("--metrics-port", _metrics_port,
                     "Serve every shard's metrics in Prometheus text format at http://ADDRESS:PORT/metrics "
-                    "(on the app's network stack, from shard 0; 0: any free port, logged); none by default")
+                    "(on the app's network stack, every shard listening; 0: any free port, logged); none by default")
         ->check(CLI::Range(0u, 65535u))
         ->group("Control options");
     _tmpl.options()
@@ -198,8 +213,9 @@ int app::run(int argc, char** argv, std::function<future<int>()> main) {
             co_await metrics::register_runtime_metrics();
         }
         if (_metrics_port) {
-            start_metrics_endpoint(net::socket_address(net::inet_address::parse(_metrics_address),
-                                                       std::uint16_t(*_metrics_port)));
+            auto started = start_metrics_endpoint(net::socket_address(net::inet_address::parse(_metrics_address),
+                                                                      std::uint16_t(*_metrics_port)));
+            co_await std::move(started);
         }
         if (!_collectd_address.empty()) {
             metrics::collectd_options copts;

@@ -2,7 +2,8 @@
 # Reef's one entry point for developers and CI.
 #
 #   scripts/dev.sh run [ARGS...]   build, then start the main job: reefd supervising the memcached
-#                                  dataplane (ARGS go to the dataplane)
+#                                  dataplane on the native stack in a demo namespace, or on the
+#                                  posix stack with REEF_MAIN_JOB=posix; ARGS go to the dataplane)
 #   scripts/dev.sh test [STAGE...] unit tests, the same under ASan+UBSan, pytest, then the container
 #                                  test (stages: unit asan pytest container)
 #   scripts/dev.sh bench           release build, then every benchmark script; results in
@@ -46,8 +47,9 @@ ASAN_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true -Db_sanitize=address,undefin
 RELEASE_DIR=build-release
 RELEASE_OPTS=(-Dbuildtype=release -Db_ndebug=true -Dwerror=true -Dtests=false -Dbenchmarks=true -Dallocator=reef)
 
-# The main job: reefd supervising the memcached dataplane, from the embedded default config
-# scripts/main-job/reefd.json (posix stack on 127.0.0.1: no NIC, no hugepages needed).
+# The main job: reefd supervising the memcached dataplane, from an embedded default config (see
+# cmd_run): scripts/main-job/reefd-native.json (native stack on a veth pair in a demo namespace) or
+# scripts/main-job/reefd.json (posix stack on 127.0.0.1). Neither needs a NIC or hugepages.
 MAIN_JOB_CONFIG="$ROOT/scripts/main-job/reefd.json"
 
 # Debian's interpreter: it is the one python3-pytest and python3-scapy are installed for, whatever
@@ -282,42 +284,112 @@ cmd_bench() {
 
 # --- run ----------------------------------------------------------------------------------------
 
-# The main job, in the foreground: reefd (from $BUILD_DIR) with the embedded default config,
-# which launches reef-memcached (2 shards, posix stack, TCP and UDP on 127.0.0.1:11211, Prometheus
-# metrics on 127.0.0.1:9180). Arguments go to the memcached dataplane (e.g. `--port 11311`); a
-# long option given there replaces the config's default for it. Everything lives in $REEF_RUN_DIR (default
+# The main job, in the foreground: reefd (from $BUILD_DIR) with an embedded default config that
+# launches reef-memcached (2 shards, TCP and UDP on port 11211, Prometheus metrics on port 9180).
+#
+#  - native (the default as root, with a DPDK build): a demo network namespace ($REEF_DEMO_NETNS,
+#    default reef-demo) holding one end of a veth pair (198.18.0.2/15); the dataplane runs Reef's
+#    own TCP/IP stack (198.18.0.1) on the other end through DPDK's net_af_packet, with hugepages if
+#    reserved, --no-huge otherwise. Config: scripts/main-job/reefd-native.json.
+#  - posix (REEF_MAIN_JOB=posix, or when native cannot run here: the reason is printed): the kernel's
+#    sockets on 127.0.0.1. Config: scripts/main-job/reefd.json.
+#
+# Arguments go to the memcached dataplane (e.g. `--memory-limit 1024`); a long option given there
+# replaces the config's default for it. Everything lives in $REEF_RUN_DIR (default
 # $BUILD_DIR/main-job): sockets, pid files, logs, and a state file that is cleared at each start so
 # the embedded config always applies. Ctrl-C or SIGTERM stops the dataplane gracefully through
-# reefd, then reefd.
+# reefd, then reefd, then removes the namespace and the veth pair.
+main_job_mode() {
+    local want=${REEF_MAIN_JOB:-auto}
+    case "$want" in
+        posix) echo posix; return ;;
+        native | auto) ;;
+        *) die "REEF_MAIN_JOB must be native, posix or auto, not '$want'" ;;
+    esac
+    local why=""
+    if [[ $(id -u) != 0 ]]; then
+        why="not root (a network namespace and a veth pair need CAP_NET_ADMIN)"
+    elif [[ $("$BUILD_DIR/apps/memcached/reef-memcached" --help 2>/dev/null) != *--dpdk-pmd* ]]; then
+        why="this build has no DPDK (libdpdk-dev missing when it was configured)"
+    fi
+    if [[ -n $why ]]; then
+        [[ $want == native ]] && die "REEF_MAIN_JOB=native: $why"
+        say "main job on the posix stack: $why"
+        echo posix
+        return
+    fi
+    echo native
+}
+
 cmd_run() {
     cmd_deps
     build_default
     local reefd="$BUILD_DIR/ctl/reefd" reefctl="$BUILD_DIR/ctl/reefctl"
     [[ -x $reefd && -x $reefctl ]] || die "$reefd or $reefctl was not built"
+    local mode
+    mode=$(main_job_mode)
     local run_dir=${REEF_RUN_DIR:-$ROOT/$BUILD_DIR/main-job}
     mkdir -p "$run_dir"
     run_dir=$(cd "$run_dir" && pwd)
     local config="$run_dir/reefd.json" sock="$run_dir/reefd.sock"
     rm -f "$run_dir/reefd.state.json"
-    "$PYTHON" - "$MAIN_JOB_CONFIG" "$config" "$run_dir" "$ROOT/$BUILD_DIR" "$@" <<'PY'
+
+    local template="$MAIN_JOB_CONFIG" ns="" dp_if="" addr=127.0.0.1 client=()
+    if [[ $mode == native ]]; then
+        template="$ROOT/scripts/main-job/reefd-native.json"
+        ns=${REEF_DEMO_NETNS:-reef-demo}
+        [[ $ns =~ ^[a-z0-9-]{1,13}$ ]] || die "REEF_DEMO_NETNS must be 1-13 of [a-z0-9-] (veth names add 2)"
+        dp_if="${ns}-d"
+        addr=198.18.0.1
+        client=(ip netns exec "$ns")
+        if ip netns list | awk '{print $1}' | grep -qxF -- "$ns" || ip link show "$dp_if" >/dev/null 2>&1; then
+            die "network namespace $ns or interface $dp_if exists: is another main job running? (if not: ip netns del $ns; ip link del $dp_if)"
+        fi
+        remove_demo_net() {
+            ip netns del "$ns" 2>/dev/null || true
+            ip link del "$dp_if" 2>/dev/null || true
+        }
+        say "creating network namespace $ns (198.18.0.2/15 on ${ns}-c) and veth $dp_if for the dataplane"
+        if ! { ip netns add "$ns" &&
+            ip link add "$dp_if" type veth peer name "${ns}-c" &&
+            ip link set "${ns}-c" netns "$ns" &&
+            ip -n "$ns" link set lo up &&
+            ip -n "$ns" addr add 198.18.0.2/15 dev "${ns}-c" &&
+            ip -n "$ns" link set "${ns}-c" up &&
+            sysctl -qw "net.ipv6.conf.$dp_if.disable_ipv6=1" &&
+            ip link set "$dp_if" up; }; then
+            remove_demo_net
+            die "could not create the demo network (see the message above)"
+        fi
+        # af_packet hands the dataplane what the kernel sends: no GSO super-frames, no checksums
+        # left to hardware that does not exist (docs/dataplane.md).
+        ethtool -K "$dp_if" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+        ip netns exec "$ns" ethtool -K "${ns}-c" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
+    fi
+
+    "$PYTHON" - "$template" "$config" "$run_dir" "$ROOT/$BUILD_DIR" "$dp_if" "$@" <<'PY' || { [[ -n $ns ]] && remove_demo_net; exit 1; }
 import json, sys
-template, out, run_dir, build_dir, *extra = sys.argv[1:]
-text = open(template).read().replace("@RUN_DIR@", run_dir).replace("@BUILD_DIR@", build_dir)
+template, out, run_dir, build_dir, iface, *extra = sys.argv[1:]
+text = (open(template).read().replace("@RUN_DIR@", run_dir).replace("@BUILD_DIR@", build_dir)
+        .replace("@IFACE@", iface))
 cfg = json.loads(text)
-# The defaults are "--option value" pairs. An option the user gives replaces its default (CLI11
-# refuses a repeated single-valued option).
+# The defaults are options, each followed by its value unless it is a flag (next is an option).
+# An option the user gives replaces its default (CLI11 refuses a repeated single-valued option).
 given = {a.split("=", 1)[0] for a in extra if a.startswith("--")}
 defaults = cfg["dataplanes"][0]["args"]
-kept = []
-for opt, value in zip(defaults[::2], defaults[1::2]):
+kept, i = [], 0
+while i < len(defaults):
+    opt = defaults[i]
+    n = 2 if i + 1 < len(defaults) and not defaults[i + 1].startswith("--") else 1
     if opt not in given:
-        kept += [opt, value]
+        kept += defaults[i:i + n]
+    i += n
 cfg["dataplanes"][0]["args"] = kept + extra
 with open(out, "w") as f:
     json.dump(cfg, f, indent=2)
 PY
-    say "starting reefd (config $config); the memcached dataplane mc0 answers on 127.0.0.1:11211"
-    say "try: $reefctl --socket $sock dataplanes    or    memcstat --servers=127.0.0.1:11211"
+
+    say "starting reefd (config $config): the memcached dataplane mc0 on the $mode stack, $addr:11211"
     "$reefd" --config "$config" &
     local reefd_pid=$!
     stop_main_job() {
@@ -326,13 +398,28 @@ PY
         "$reefctl" --socket "$sock" --timeout 20 stop mc0 || true
         kill -TERM "$reefd_pid" 2>/dev/null || true
         wait "$reefd_pid" 2>/dev/null || true
+        [[ -n $ns ]] && remove_demo_net
         exit 0
     }
     trap stop_main_job INT TERM
+    # Wait until mc0 serves, then say how to reach it.
+    local i
+    for ((i = 0; i < 120; i++)); do
+        kill -0 "$reefd_pid" 2>/dev/null || break
+        if "$reefctl" --socket "$sock" --json dataplanes 2>/dev/null | grep -q '"running"'; then
+            "$reefctl" --socket "$sock" dataplanes || true
+            say "mc0 serves memcached on $addr:11211 (TCP and UDP), metrics on http://$addr:9180/metrics"
+            say "try: ${client[*]}${client:+ }memcstat --servers=$addr:11211"
+            say "     $reefctl --socket $sock shards mc0   (also: ports, stats, connections, app mc0 app.stats)"
+            break
+        fi
+        sleep 0.5
+    done
     local rc=0
     wait "$reefd_pid" || rc=$?
     # reefd ended by itself (not through the trap): the dataplane must not outlive it unnoticed.
     "$reefctl" --socket "$sock" --timeout 5 stop mc0 >/dev/null 2>&1 || true
+    [[ -n $ns ]] && remove_demo_net
     return "$rc"
 }
 
