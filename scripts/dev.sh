@@ -3,7 +3,7 @@
 #
 #   scripts/dev.sh run [ARGS...]   build, then start the main job: reefd supervising the memcached
 #                                  dataplane on the native stack in a demo namespace, or on the
-#                                  posix stack with REEF_MAIN_JOB=posix; ARGS go to the dataplane)
+#                                  posix stack with REEF_MAIN_JOB=posix; ARGS go to the dataplane
 #   scripts/dev.sh test [STAGE...] unit tests, the same under ASan+UBSan, pytest, then the container
 #                                  test (stages: unit asan pytest container)
 #   scripts/dev.sh bench           release build, then every benchmark script; results in

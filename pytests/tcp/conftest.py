@@ -30,6 +30,8 @@ from tcp_env import DUT_IP, PEER_IP, PEER_MAC, native_args  # noqa: E402
 APPS = {
     "echo": ("apps/echo/reef-echo", ["--port", "7", "--udp-port", "0"], r"reef-echo listening on"),
     "httpd": ("apps/httpd/reef-httpd", ["--port", "80"], r"reef-httpd listening on"),
+    "memcached": ("apps/memcached/reef-memcached", ["--port", "11211", "--udp-port", "11211"],
+                  r"reef-memcached listening on"),
 }
 
 

@@ -8,7 +8,7 @@ between them, 198.18.0.1 (Reef) and 198.18.0.2 (kernel).
   too where the kernel has sch_netem);
 - Reef connects out: reef-loadgen on the native stack against the kernel's echo server, 100 MiB
   each way, every response checked by the loadgen and hashed by the server;
-- curl against reef-httpd;
+- curl against reef-httpd; memccapable (libmemcached-tools) against reef-memcached on two shards;
 - the control agent's `stack.connections` lists the kernel's connection as `ss` would.
 """
 
@@ -152,6 +152,18 @@ def test_curl_against_httpd(kernel_peer, start_on_wire):
                                             f"http://{DUT_IP}/api/status"), capture_output=True, text=True,
                            timeout=30)
         assert r.returncode == 0 and r.stdout == "200", (r.stdout, r.stderr)
+    assert dut.alive()
+
+
+@pytest.mark.parametrize("smp", [1, 2])
+def test_memccapable_against_memcached_on_the_native_stack(kernel_peer, start_on_wire, smp):
+    dut = start_on_wire("memcached", smp=smp)
+    r = subprocess.run(kernel_peer.argv("memccapable", "-h", DUT_IP, "-p", "11211", "-t", "10"), capture_output=True,
+                       text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert "[FAIL]" not in out, out
+    assert out.count("[pass]") == 54, out
+    assert r.returncode == 0, out
     assert dut.alive()
 
 
