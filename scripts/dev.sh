@@ -33,7 +33,7 @@ REEF_PACKAGES="build-essential meson ninja-build ccache pkg-config
     libboost-dev liburing-dev libgnutls28-dev libdpdk-dev libdw-dev libnuma-dev
     python3-pytest python3-scapy iproute2 gnutls-bin valgrind dpdk-dev
     curl fio wrk nginx-light memcached libmemcached-tools ethtool nftables
-    liblz4-dev collectd-core python3-yaml
+    liblz4-dev collectd-core python3-yaml prometheus
     podman runc debootstrap uidmap slirp4netns fuse-overlayfs"
 
 # Build directories and their options. `build/` keeps assertions (tests want them); benchmarks
