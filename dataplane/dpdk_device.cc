@@ -859,7 +859,20 @@ rte_mbuf* dpdk_device::build_mbuf(net::packet&& pkt, bool allow_zc) noexcept {
     }
 
     // ---- fill, following the plan
-    const bool va = rte_eal_iova_mode() == RTE_IOVA_VA;
+    // IO addresses of zero-copy fragments. A virtual device reads by virtual address, and in VA
+    // mode the IO address is the virtual one. In PA mode a real device's fragment lies in a DPDK
+    // memseg (may_zero_copy), whose IO address is its base's plus the offset:
+    // rte_mem_virt2iova would open and read /proc/self/pagemap for every fragment.
+    const bool va = _vdev || rte_eal_iova_mode() == RTE_IOVA_VA;
+    auto iova_of = [va](char* b) -> rte_iova_t {
+        if (va) {
+            return rte_iova_t(reinterpret_cast<std::uintptr_t>(b));
+        }
+        if (const rte_memseg* ms = rte_mem_virt2memseg(b, nullptr); ms && ms->iova != RTE_BAD_IOVA) {
+            return ms->iova + rte_iova_t(b - static_cast<char*>(ms->addr));
+        }
+        return rte_mem_virt2iova(b);
+    };
     rte_mbuf* head = nullptr;
     rte_mbuf* tail = nullptr;
     rte_mbuf* cur = nullptr;  // mbuf being copied into
@@ -881,7 +894,7 @@ rte_mbuf* dpdk_device::build_mbuf(net::packet&& pkt, bool allow_zc) noexcept {
             if (allow_zc && n >= thr && may_zero_copy(b)) {
                 chunk = std::min(n, max_ext_chunk);
                 rte_mbuf* m = ext[ei++];
-                rte_iova_t iova = va ? rte_iova_t(reinterpret_cast<std::uintptr_t>(b)) : rte_mem_virt2iova(b);
+                rte_iova_t iova = iova_of(b);
                 rte_pktmbuf_attach_extbuf(m, b, iova, std::uint16_t(chunk), &c->shinfo);
                 m->data_len = std::uint16_t(chunk);
                 link(m);

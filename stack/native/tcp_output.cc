@@ -301,9 +301,19 @@ void tcp_connection::send_segment(tcp_seq seq, std::uint8_t flags, packet payloa
             o.nr_sack = std::uint8_t(_ooo.sack_blocks(o.sack, 4));
         }
     }
+    std::size_t payload_len = payload.len();
+    if (o.nr_sack && payload_len) {
+        // _w.mss leaves room for the timestamps option only: on a data segment, SACK blocks that
+        // would take it past the MSS (and the IP packet past the MTU, where it is dropped) are
+        // left out, oldest first. (Each TSO segment carries the same header.)
+        std::size_t room = std::size_t(_w.mss) + (_ts_ok ? 12 : 0);
+        std::size_t seg_payload = std::min<std::size_t>(payload_len, _w.mss);
+        while (o.nr_sack && seg_payload + tcp_options_length(o) > room) {
+            --o.nr_sack;
+        }
+    }
     std::size_t optlen = tcp_options_length(o);
     std::size_t hlen = tcp_min_header_len + optlen;
-    std::size_t payload_len = payload.len();
     char* p = payload.prepend_uninitialized_header(hlen);
     tcp_header h;
     h.src_port = _t.local_port;

@@ -115,7 +115,10 @@ tcp_scoreboard::ack_result tcp_scoreboard::ack(tcp_seq una) {
         }
         if (s.ever_retransmitted) {
             r.acked_retransmitted = true;
-        } else {
+        } else if (!s.sacked) {
+            // A segment SACKed earlier arrived then, not now: timing it from this cumulative ACK
+            // would add the whole recovery (an RTO, say) to the RTT, inflate the RTO, and make
+            // the next recovery slower still (Linux likewise skips SACKed segments here).
             r.rtt_sample_from = s.sent_at;
         }
         r.fin_acked |= s.fin;

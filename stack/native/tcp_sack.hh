@@ -90,7 +90,8 @@ public:
         bool acked_retransmitted = false;
         bool fin_acked = false;
         /// Send time and tsval of the newest segment fully acked that was never retransmitted
-        /// (Karn's algorithm, RFC 6298 3), for RTT sampling.
+        /// (Karn's algorithm, RFC 6298 3) nor SACKed before (it arrived then, not now), for RTT
+        /// sampling.
         std::optional<std::chrono::steady_clock::time_point> rtt_sample_from;
     };
 

@@ -200,6 +200,41 @@ REEF_TEST(tcp_transfer, sack_retransmits_only_lost_segments) {
     }
 }
 
+// Both ends send and both lose segments, so each holds out-of-order data while sending full-MSS
+// segments: the SACK blocks it reports must not take a segment past the MTU (the MSS leaves room
+// for timestamps only; IPv4 drops an oversized packet, and the retransmission carrying the same
+// blocks would be dropped every time, stalling the connection).
+REEF_TEST(tcp_transfer, sack_blocks_never_take_a_data_segment_past_the_mtu) {
+    auto cfg = tcp_test_link::test_config();
+    cfg.sack = true;
+    cfg.timestamps = true;
+    tcp_test_link link(cfg, cfg);
+    std::set<std::pair<int, std::uint32_t>> seen;
+    std::size_t dropped = 0, oversized = 0, sack_blocks_sent[2] = {0, 0};
+    link.drop_if = [&](const seen_segment& s) {
+        std::size_t ip_len = 20 + std::size_t(s.h.data_offset) * 4 + s.payload_len;
+        oversized += ip_len > 1500;
+        sack_blocks_sent[s.from] += s.opts.nr_sack > 0;
+        if (s.payload_len == 0 || !seen.insert({s.from, s.h.seq.raw}).second) {
+            return false;
+        }
+        if (seen.size() % 50 == 7) {
+            ++dropped;
+            return true;
+        }
+        return false;
+    };
+    auto ss = link.b->listen(sa(addr_b, 80));
+    auto p = co_await open_pair(link, ss);
+    co_await transfer_both_ways(p, 4 * MiB, 4 * MiB);
+    EXPECT_GT(dropped, 10u);
+    // Both ends held out-of-order data (and reported it) while they were sending: before the fix,
+    // 1,966 of their data segments went past 1500 bytes here.
+    EXPECT_GT(sack_blocks_sent[0], 0u);
+    EXPECT_GT(sack_blocks_sent[1], 0u);
+    EXPECT_EQ(oversized, 0u);
+}
+
 // The peer vanishes: the RTO backs off (doubling) and the connection is aborted after the limit.
 REEF_TEST(tcp_transfer, rto_backoff_then_abort) {
     auto cfg = tcp_test_link::test_config();
