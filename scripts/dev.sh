@@ -293,6 +293,9 @@ cmd_bench() {
 #    reserved, --no-huge otherwise. Config: scripts/main-job/reefd-native.json.
 #  - posix (REEF_MAIN_JOB=posix, or when native cannot run here: the reason is printed): the kernel's
 #    sockets on 127.0.0.1. Config: scripts/main-job/reefd.json.
+#  - a real port: `run --nic PCI_ADDR` (a NIC bound to vfio-pci, EAL allow-list) or `run --nic VDEV`
+#    (any DPDK vdev, e.g. net_af_packet0,iface=eth1): native, no demo namespace; give the address
+#    with --host-ipv4-addr/--netmask-ipv4-addr/--gw-ipv4-addr (or --dhcp).
 #
 # Arguments go to the memcached dataplane (e.g. `--memory-limit 1024`); a long option given there
 # replaces the config's default for it. Everything lives in $REEF_RUN_DIR (default
@@ -326,20 +329,44 @@ cmd_run() {
     build_default
     local reefd="$BUILD_DIR/ctl/reefd" reefctl="$BUILD_DIR/ctl/reefctl"
     [[ -x $reefd && -x $reefctl ]] || die "$reefd or $reefctl was not built"
+    local nic=""
+    if [[ ${1:-} == --nic ]]; then
+        [[ $# -ge 2 ]] || die "--nic needs a PCI address (0000:01:00.0) or a DPDK vdev (net_...)"
+        nic=$2
+        shift 2
+    elif [[ ${1:-} == --nic=* ]]; then
+        nic=${1#--nic=}
+        shift
+    fi
     local mode
-    mode=$(main_job_mode)
+    if [[ -n $nic ]]; then
+        mode=$(REEF_MAIN_JOB=native main_job_mode)
+    else
+        mode=$(main_job_mode)
+    fi
     local run_dir=${REEF_RUN_DIR:-$ROOT/$BUILD_DIR/main-job}
     mkdir -p "$run_dir"
     run_dir=$(cd "$run_dir" && pwd)
     local config="$run_dir/reefd.json" sock="$run_dir/reefd.sock"
     rm -f "$run_dir/reefd.state.json"
 
-    local template="$MAIN_JOB_CONFIG" ns="" dp_if="" addr=127.0.0.1 client=()
-    if [[ $mode == native ]]; then
+    local template="$MAIN_JOB_CONFIG" ns="" dp_if="" addr=127.0.0.1 client=() device=""
+    if [[ -n $nic ]]; then
+        template="$ROOT/scripts/main-job/reefd-native.json"
+        addr=198.18.0.1
+        if [[ $nic == net_* ]]; then
+            device=$nic
+        elif [[ $nic =~ ^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$ ]]; then
+            device="pci:$nic"
+        else
+            die "--nic $nic: not a PCI address (0000:01:00.0) nor a DPDK vdev (net_...)"
+        fi
+    elif [[ $mode == native ]]; then
         template="$ROOT/scripts/main-job/reefd-native.json"
         ns=${REEF_DEMO_NETNS:-reef-demo}
         [[ $ns =~ ^[a-z0-9-]{1,13}$ ]] || die "REEF_DEMO_NETNS must be 1-13 of [a-z0-9-] (veth names add 2)"
         dp_if="${ns}-d"
+        device="net_af_packet0,iface=$dp_if"
         addr=198.18.0.1
         client=(ip netns exec "$ns")
         if ip netns list | awk '{print $1}' | grep -qxF -- "$ns" || ip link show "$dp_if" >/dev/null 2>&1; then
@@ -367,12 +394,17 @@ cmd_run() {
         ip netns exec "$ns" ethtool -K "${ns}-c" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
     fi
 
-    "$PYTHON" - "$template" "$config" "$run_dir" "$ROOT/$BUILD_DIR" "$dp_if" "$@" <<'PY' || { [[ -n $ns ]] && remove_demo_net; exit 1; }
+    "$PYTHON" - "$template" "$config" "$run_dir" "$ROOT/$BUILD_DIR" "$device" "$@" <<'PY' || { [[ -n $ns ]] && remove_demo_net; exit 1; }
 import json, sys
-template, out, run_dir, build_dir, iface, *extra = sys.argv[1:]
+template, out, run_dir, build_dir, device, *extra = sys.argv[1:]
 text = (open(template).read().replace("@RUN_DIR@", run_dir).replace("@BUILD_DIR@", build_dir)
-        .replace("@IFACE@", iface))
+        .replace("@VDEV@", device))
 cfg = json.loads(text)
+args = cfg["dataplanes"][0]["args"]
+if device.startswith("pci:") and "--vdev" in args:
+    # A PCI port: no vdev; the EAL's allow-list names the one device to probe.
+    i = args.index("--vdev")
+    args[i:i + 2] = ["--dpdk-args", "-a " + device[4:]]
 # The defaults are options, each followed by its value unless it is a flag (next is an option).
 # An option the user gives replaces its default (CLI11 refuses a repeated single-valued option).
 given = {a.split("=", 1)[0] for a in extra if a.startswith("--")}
@@ -409,6 +441,7 @@ PY
         if "$reefctl" --socket "$sock" --json dataplanes 2>/dev/null | grep -q '"running"'; then
             "$reefctl" --socket "$sock" dataplanes || true
             say "mc0 serves memcached on $addr:11211 (TCP and UDP), metrics on http://$addr:9180/metrics"
+            [[ -n $nic ]] && say "on $nic: its address is --host-ipv4-addr's (default $addr)"
             say "try: ${client[*]}${client:+ }memcstat --servers=$addr:11211"
             say "     $reefctl --socket $sock shards mc0   (also: ports, stats, connections, app mc0 app.stats)"
             break
