@@ -161,6 +161,13 @@ echo "memcached benchmark: $rounds interleaved rounds of ${duration} s; transpor
 for ((r = 1; r <= rounds; r++)); do
     for transport in $transports; do
         for c in $concurrency; do
+            # memcaslap aborts over UDP above 64 connections against stock memcached as well as
+            # Reef (ms_conn.c ms_sort_udp_packet: Assertion 'req_id == c->request_id % (1 << 16)'),
+            # so UDP stops at 64.
+            if [[ $transport == udp && $c -gt 64 ]]; then
+                ((r == 1)) && echo "  udp at concurrency $c skipped: memcaslap aborts over UDP above 64 (stock too)" >&2
+                continue
+            fi
             run_one reef "$transport" "$c" "" "$r"
             run_one stock "$transport" "$c" "" "$r"
         done
