@@ -10,6 +10,7 @@
 #include "runtime/smp.hh"
 #include "stack/native/native_stack.hh"
 #include "stack/native/tcp.hh"
+#include "stack/native/tcp_connection.hh"
 #include "stack/net/api.hh"
 #include "stack/net/device.hh"
 
@@ -581,13 +582,14 @@ future<json> stack_connections(const json& params, const agent_config& cfg) {
                                     "the {} stack, whose connections the kernel lists (ss -tnp)",
                                     cfg.stack_name));
     }
-    static constexpr const char* states[] = {"SYN_SENT",   "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2",
-                                             "CLOSE_WAIT", "CLOSING",      "LAST_ACK",    "TIME_WAIT",  "CLOSED"};
     auto state = p.opt_string("state");
-    if (state && std::none_of(std::begin(states), std::end(states), [&](const char* s) { return *state == s; })) {
-        throw rpc_error(error_code::invalid_params,
-                        fmt::format("stack.connections: unknown state '{}' (states: {})", *state,
-                                    fmt::join(std::begin(states), std::end(states), ", ")));
+    std::vector<std::string_view> states;
+    for (auto st : net::tcp_connection_states) {
+        states.emplace_back(net::tcp_state_name(st));
+    }
+    if (state && std::find(states.begin(), states.end(), *state) == states.end()) {
+        throw rpc_error(error_code::invalid_params, fmt::format("stack.connections: unknown state '{}' (states: {})",
+                                                                *state, fmt::join(states, ", ")));
     }
     auto which = shards_of(p);
     json out = json::array();

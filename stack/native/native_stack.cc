@@ -1,8 +1,8 @@
 #include "stack/native/native_stack.hh"
-
 #include "runtime/coroutine.hh"
 #include "runtime/log.hh"
 #include "runtime/smp.hh"
+#include "stack/native/tcp_connection.hh"
 
 #include <algorithm>
 #include <cerrno>
@@ -292,12 +292,9 @@ void native_stack::register_metrics() {
                {"icmp_invalid", &ts.drop_icmp_invalid}});
     // Every RFC 9293 state but LISTEN gets a sample, 0 included, so a dashboard sees each one.
     tcp.gauge_by("connections", "Connections by state (every state but LISTEN)", "state", [this] {
-        static constexpr const char* states[] = {"SYN_SENT",   "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1",
-                                                 "FIN_WAIT_2", "CLOSE_WAIT",   "CLOSING",     "LAST_ACK",
-                                                 "TIME_WAIT",  "CLOSED"};
         std::vector<std::pair<std::string, double>> out;
-        for (auto* st : states) {
-            out.emplace_back(st, 0.0);
+        for (auto st : tcp_connection_states) {
+            out.emplace_back(tcp_state_name(st), 0.0);
         }
         for (auto& c : _tcp->connections()) {
             auto it = std::find_if(out.begin(), out.end(), [&](auto& e) { return e.first == c.info.state; });

@@ -46,6 +46,13 @@ enum class tcp_state : std::uint8_t {
 
 const char* tcp_state_name(tcp_state s) noexcept;
 
+/// Every state a connection can be in, in RFC 9293 order (LISTEN belongs to listeners).
+inline constexpr tcp_state tcp_connection_states[] = {
+    tcp_state::syn_sent,   tcp_state::syn_received, tcp_state::established, tcp_state::fin_wait_1,
+    tcp_state::fin_wait_2, tcp_state::close_wait,   tcp_state::closing,     tcp_state::last_ack,
+    tcp_state::time_wait,  tcp_state::closed,
+};
+
 /// RFC 7323 2.2: the smallest window shift that lets the window cover a receive buffer of `buf`.
 std::uint8_t tcp_wscale_for(std::size_t buf) noexcept;
 
