@@ -185,7 +185,7 @@ private:
     std::uint32_t _lru_head = nil;        // most recently used
     std::uint32_t _lru_tail = nil;
     std::uint64_t _next_cas = 1;
-    std::uint32_t _gen = 0;  // flush generation: items of an older one were flushed
+    std::uint16_t _gen = 0;  // flush generation: items of an older one were flushed (item::gen)
     std::size_t _sweep_pos = 0;
     cache_stats _stats;
 
@@ -201,6 +201,9 @@ private:
     void maybe_grow();
     /// Unlink from the index and the LRU, free the chunks and the item.
     void unlink_and_free(std::uint32_t idx) noexcept;
+    /// Free every item (they were all flushed): flush_all() does it when the 16-bit generation
+    /// wraps, so that no unswept item can carry a generation number that becomes current again.
+    void free_all_flushed() noexcept;
     bool evict_one();
     /// Allocate and fill a new item (not linked anywhere yet). `parts` are concatenated as the
     /// value; a part may be a handle index into old item (read through the region after each

@@ -131,6 +131,31 @@ TEST(memcached_storage, flush_invalidates_earlier_items_only) {
     EXPECT_EQ(f.c.stats().curr_items, 1u);
 }
 
+// Items keep a 16-bit flush generation: after 65536 flushes the counter comes back to values that
+// unswept items still carry. No flushed item may come back to life then.
+TEST(memcached_storage, flushed_items_stay_dead_when_the_generation_wraps) {
+    cache_fixture f;
+    f.set("before-first-flush", "1");
+    f.c.flush_all();
+    f.set("one-flush-old", "2");  // stored at generation 1, never swept
+    for (int i = 0; i < 65534; ++i) {
+        f.c.flush_all();
+    }
+    f.set("before-wrap", "3");  // the last generation before the counter wraps
+    EXPECT_EQ(f.c.stats().curr_items, 3u) << "nothing swept so far";
+    f.c.flush_all();  // 65536th flush: the counter is back at 0
+    EXPECT_EQ(f.c.stats().curr_items, 0u) << "every item predates this flush";
+    f.set("after-wrap", "4");
+    f.c.flush_all();  // generation 1 again: "one-flush-old" carried it
+    EXPECT_FALSE(f.get("before-first-flush"));
+    EXPECT_FALSE(f.get("one-flush-old"));
+    EXPECT_FALSE(f.get("before-wrap"));
+    EXPECT_FALSE(f.get("after-wrap"));
+    f.set("live", "5");
+    ASSERT_TRUE(f.get("live"));
+    EXPECT_EQ(f.get("live")->value, "5");
+}
+
 TEST(memcached_storage, sweep_frees_expired_items) {
     cache_fixture f;
     for (int i = 0; i < 1000; ++i) {
