@@ -133,6 +133,55 @@ def test_loadgen_udp_against_echo(echo_bin, loadgen_bin, processes):
     assert j["errors"] == 0 and r.returncode == 0, f"{j}\nstderr:\n{r.stderr}"
 
 
+def test_sink_acknowledges_running_byte_counts(echo_bin, processes):
+    port = free_port()
+    p, _ = start_echo(processes, echo_bin, port, "--sink-ack", "1000", smp=1)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        # 2500 bytes in uneven pieces: acknowledgements for 1000 and 2000, none for the tail.
+        for piece in (b"a" * 300, b"b" * 1500, b"c" * 700):
+            s.sendall(piece)
+        got = b""
+        while len(got) < 16:
+            chunk = s.recv(64)
+            assert chunk, "the sink closed the connection"
+            got += chunk
+        assert [int.from_bytes(got[i:i + 8], "little") for i in (0, 8)] == [1000, 2000]
+        s.sendall(b"d" * 500)  # 3000 now
+        ack = s.recv(64)
+        assert int.from_bytes(ack, "little") == 3000 and len(ack) == 8, ack
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(64) == b"", "nothing but acknowledgements, then the end"
+    p.signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 0, p.output
+    assert "1 connections (0 ended with an error), 3000 bytes received (sink)" in p.output, p.output
+
+
+def test_loadgen_sink_generator_against_echo_sink(echo_bin, loadgen_bin, processes):
+    port = free_port()
+    start_echo(processes, echo_bin, port, "--sink-ack", "65536")
+    r = run_loadgen(loadgen_bin, "--smp", "1", "--server", f"127.0.0.1:{port}", "--generator", "sink",
+                    "--connections", "2", "--pipeline", "8", "--request-size", "65536", "--duration", "1", "--json")
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    j = json_result(r)
+    assert j["requests"] > 0 and j["errors"] == 0, j
+    # The bulk goes one way; 8 bytes come back per request.
+    assert j["bytes_per_s"] == pytest.approx((65536 + 8) * j["rps"], rel=1e-6), j
+    # Against a plain echo every acknowledgement is wrong (the bytes come back instead of a count).
+    port2 = free_port()
+    start_echo(processes, echo_bin, port2)
+    r = run_loadgen(loadgen_bin, "--smp", "1", "--server", f"127.0.0.1:{port2}", "--generator", "sink",
+                    "--connections", "1", "--request-size", "64", "--requests", "100", "--json")
+    assert r.returncode == 1, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert json_result(r)["errors"] > 0
+
+
+def test_sink_generator_is_tcp_only(loadgen_bin):
+    r = run_loadgen(loadgen_bin, "--smp", "1", "--server", f"127.0.0.1:{free_port()}", "--generator", "sink",
+                    "--protocol", "udp", "--duration", "0.5")
+    assert r.returncode == 2, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    assert "--generator sink does not support --protocol udp" in r.stderr, r.stderr
+
+
 def test_loadgen_udp_without_a_server_counts_timeouts_and_ends(loadgen_bin):
     port = free_port()  # nobody listens there
     r = run_loadgen(loadgen_bin, "--smp", "1", "--server", f"127.0.0.1:{port}", "--protocol", "udp",

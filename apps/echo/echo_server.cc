@@ -83,36 +83,40 @@ future<> echo_server::handle_connection(net::connected_socket s, net::socket_add
     auto out = s.output();
     bool out_closed = false;
     try {
-        bool unflushed = false;
-        for (;;) {
-            auto rf = in.read();
-            // Flush only when the input has nothing more right now: requests that arrived
-            // together are answered together, with one send.
-            if (unflushed && !rf.available()) {
-                std::exception_ptr flush_error;
-                try {
-                    co_await out.flush();
-                } catch (...) {
-                    flush_error = std::current_exception();
-                }
-                unflushed = false;
-                if (flush_error) {
-                    // The read in flight must finish before the stream goes away.
-                    s.shutdown_input();
+        if (_cfg.sink_ack) {
+            co_await sink(s, in, out);
+        } else {
+            bool unflushed = false;
+            for (;;) {
+                auto rf = in.read();
+                // Flush only when the input has nothing more right now: requests that arrived
+                // together are answered together, with one send.
+                if (unflushed && !rf.available()) {
+                    std::exception_ptr flush_error;
                     try {
-                        (void)co_await std::move(rf);
+                        co_await out.flush();
                     } catch (...) {
+                        flush_error = std::current_exception();
                     }
-                    std::rethrow_exception(flush_error);
+                    unflushed = false;
+                    if (flush_error) {
+                        // The read in flight must finish before the stream goes away.
+                        s.shutdown_input();
+                        try {
+                            (void)co_await std::move(rf);
+                        } catch (...) {
+                        }
+                        std::rethrow_exception(flush_error);
+                    }
                 }
+                temporary_buffer<char> buf = co_await std::move(rf);
+                if (buf.empty()) {
+                    break;
+                }
+                _stats.bytes += buf.size();
+                co_await out.write(std::move(buf));
+                unflushed = true;
             }
-            temporary_buffer<char> buf = co_await std::move(rf);
-            if (buf.empty()) {
-                break;
-            }
-            _stats.bytes += buf.size();
-            co_await out.write(std::move(buf));
-            unflushed = true;
         }
         out_closed = true;
         co_await out.close();
@@ -131,6 +135,49 @@ future<> echo_server::handle_connection(net::connected_socket s, net::socket_add
     } catch (...) {
     }
     _live.erase(&s);
+}
+
+future<> echo_server::sink(net::connected_socket& s, input_stream<char>& in, output_stream<char>& out) {
+    std::uint64_t received = 0;
+    std::uint64_t next_ack = _cfg.sink_ack;
+    bool unflushed = false;
+    for (;;) {
+        auto rf = in.read();
+        // As the echo: acknowledgements of data that arrived together leave in one send.
+        if (unflushed && !rf.available()) {
+            std::exception_ptr flush_error;
+            try {
+                co_await out.flush();
+            } catch (...) {
+                flush_error = std::current_exception();
+            }
+            unflushed = false;
+            if (flush_error) {
+                s.shutdown_input();  // the read in flight must finish before the stream goes away
+                try {
+                    (void)co_await std::move(rf);
+                } catch (...) {
+                }
+                std::rethrow_exception(flush_error);
+            }
+        }
+        temporary_buffer<char> buf = co_await std::move(rf);
+        if (buf.empty()) {
+            break;
+        }
+        received += buf.size();
+        _stats.bytes += buf.size();
+        while (received >= next_ack) {
+            char ack[8];
+            for (std::size_t i = 0; i < sizeof(ack); ++i) {
+                ack[i] = char(next_ack >> (8 * i));
+            }
+            co_await out.write(ack, sizeof(ack));
+            unflushed = true;
+            next_ack += _cfg.sink_ack;
+        }
+    }
+    // handle_connection's close() flushes the last acknowledgements.
 }
 
 void echo_server::answer_datagram(net::datagram d) {

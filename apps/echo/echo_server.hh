@@ -21,13 +21,17 @@ namespace reef::echo {
 struct echo_config {
     std::string tls_cert;  ///< PEM certificate chain file; empty: plain TCP
     std::string tls_key;   ///< PEM private key file (with tls_cert)
+    /// Nonzero: TCP is a sink instead of an echo (one-way bulk, reef-loadgen --generator sink):
+    /// the data is read and dropped, and each time another `sink_ack` bytes have arrived the
+    /// connection is answered with the 8-byte little-endian count of bytes read so far.
+    std::size_t sink_ack = 0;
 };
 
 /// Per-shard counters.
 struct echo_stats {
     std::uint64_t connections = 0;        ///< accepted
     std::uint64_t connection_errors = 0;  ///< connections that ended with an error (reset, TLS...)
-    std::uint64_t bytes = 0;              ///< bytes echoed over TCP
+    std::uint64_t bytes = 0;              ///< bytes echoed (or, as a sink, read) over TCP
     std::uint64_t datagrams = 0;          ///< datagrams echoed
     std::uint64_t datagram_errors = 0;    ///< receive/send failures on the UDP channel
 };
@@ -45,6 +49,8 @@ class echo_server {
 
     future<> accept_loop(gate::holder h);
     future<> handle_connection(net::connected_socket s, net::socket_address peer, gate::holder h);
+    /// The connection's loop for echo_config::sink_ack: read, count, acknowledge.
+    future<> sink(net::connected_socket& s, input_stream<char>& in, output_stream<char>& out);
     future<> udp_loop(gate::holder h);
     void answer_datagram(net::datagram d);
 

@@ -48,6 +48,7 @@ struct cli_values {
     std::optional<unsigned> udp_port;
     std::string tls_cert;
     std::string tls_key;
+    std::size_t sink_ack = 0;
     bool udp_fast_path = false;
 };
 
@@ -56,6 +57,7 @@ struct state {
     sharded<udp_fast_path> fast_path;
     bool fast_path_running = false;
     bool running = false;
+    bool sink = false;  // --sink-ack: TCP bytes are received, not echoed
     promise<> stopped;
 };
 
@@ -116,9 +118,10 @@ future<> stop_on_exit(state& st) {
                                                    });
         co_await servers.stop();
         mlog.info(
-            "reef-echo stopped: {} connections ({} ended with an error), {} bytes echoed, {} datagrams echoed "
+            "reef-echo stopped: {} connections ({} ended with an error), {} bytes {}, {} datagrams echoed "
             "({} errors)",
-            totals.connections, totals.connection_errors, totals.bytes, totals.datagrams, totals.datagram_errors);
+            totals.connections, totals.connection_errors, totals.bytes, st.sink ? "received (sink)" : "echoed",
+            totals.datagrams, totals.datagram_errors);
     }
     st.stopped.set_value();
 }
@@ -156,6 +159,8 @@ future<int> run(const cli_values& v, const app& a, state& st) {
         echo_config cfg;
         cfg.tls_cert = v.tls_cert;
         cfg.tls_key = v.tls_key;
+        cfg.sink_ack = v.sink_ack;
+        st.sink = v.sink_ack != 0;
         co_await servers.start(cfg);
         st.running = true;
 
@@ -237,6 +242,11 @@ int main(int argc, char** argv) {
     auto* key = o.add_option("--tls-key", v.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
     cert->needs(key);
     key->needs(cert);
+    o.add_option("--sink-ack", v.sink_ack,
+                 "TCP as a sink for one-way bulk (reef-loadgen --generator sink): drop what arrives and answer "
+                 "every BYTES bytes with the 8-byte little-endian count read so far (0: echo)")
+        ->check(CLI::Range(std::size_t(0), std::size_t(1) << 40))
+        ->capture_default_str();
     o.add_flag("--udp-fast-path", v.udp_fast_path,
                "Answer UDP echo requests arriving on the DPDK port from the packet hook, without the stack "
                "(needs --dpdk-pmd; IPv4; --address, when not the any address, limits it to that address)");
