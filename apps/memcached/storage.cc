@@ -120,6 +120,7 @@ struct cache_shard::item {
     std::uint8_t chunked : 1;
     std::uint8_t fetched : 1;
     std::uint8_t in_lru : 1;
+    std::uint8_t active : 1;  // used since it last reached the LRU tail (see evict_one)
 
     std::uint64_t cas() const noexcept {
         std::uint64_t c;
@@ -288,6 +289,20 @@ void cache_shard::unlink_and_free(std::uint32_t idx) noexcept {
 }
 
 bool cache_shard::evict_one() {
+    // Second chance: an item used since it was last here goes back to the head, unmarked. At
+    // most max_second_chances of them per eviction, so that a cache where everything is hot
+    // costs a bounded walk, not a pass over every item; then the tail goes, used or not.
+    constexpr int max_second_chances = 64;
+    for (int spared = 0; _lru_tail != nil && spared < max_second_chances; ++spared) {
+        item* tail = at(_lru_tail);
+        if (!tail->active) {
+            break;
+        }
+        tail->active = 0;
+        std::uint32_t idx = _lru_tail;
+        lru_unlink(idx);
+        lru_push_front(idx);
+    }
     if (_lru_tail == nil) {
         return false;
     }
@@ -386,6 +401,7 @@ std::uint32_t cache_shard::make_item(std::string_view key, std::uint64_t hash, s
     it->chunked = chunked;
     it->fetched = 0;
     it->in_lru = 0;
+    it->active = 0;
     std::memcpy(it->key(), key.data(), key.size());
     if (!chunked) {
         fill(it->body(), 0, value_len);
@@ -439,13 +455,12 @@ std::optional<item_info> cache_shard::get(std::string_view key, std::uint64_t ha
         ++_stats.touch_hits;
         at(i)->expiry = *touch_expiry;
     }
-    lru_unlink(i);
-    lru_push_front(i);
     // Copying the value allocates; the allocator's reclaimer must not move items meanwhile.
     lsa::region::reclaim_lock lock(_region);
     item* it = at(i);
     auto info = info_of(it, i, want_value);
     it->fetched = 1;
+    it->active = 1;
     it->last_access = now;
     return info;
 }
@@ -483,8 +498,7 @@ store_result cache_shard::store(store_mode mode, std::string_view key, std::uint
         (old == nil && (mode == store_mode::replace || mode == store_mode::append || mode == store_mode::prepend))) {
         if (mode == store_mode::add) {
             // memcached's add of an existing key counts as an access to it.
-            lru_unlink(old);
-            lru_push_front(old);
+            at(old)->active = 1;
         }
         return {store_status::not_stored};
     }
@@ -640,8 +654,7 @@ bool cache_shard::touch(std::string_view key, std::uint64_t hash, std::uint32_t 
     item* it = at(i);
     it->expiry = expiry;
     it->last_access = now;
-    lru_unlink(i);
-    lru_push_front(i);
+    it->active = 1;
     return true;
 }
 

@@ -8,7 +8,10 @@
 //
 // The index is an open hash table of chains threaded through the items (a chain link is a handle
 // index); the LRU list is threaded the same way. The region's evictor drops the least recently
-// used item, so a store at the shard's memory share evicts instead of failing.
+// used item, so a store at the shard's memory share evicts instead of failing. A hit does not
+// relink the item (that costs three random cache misses: its two neighbours and the head); it
+// marks it active, and an active item reaching the tail gets a second chance at the head (CLOCK,
+// as memcached's segmented LRU marks items active instead of bumping them on every hit).
 //
 // Time: every call that needs it takes `now`, the server's clock in seconds (see server_clock);
 // expiry follows memcached's rules (to_expiry). Items expire lazily (a lookup of an expired item
