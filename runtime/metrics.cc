@@ -577,6 +577,8 @@ void register_reactor_metrics(metric_groups& mg) {
                          [st] { return double(st().quota_violations); }),
             make_counter("idle_seconds_total", "Time the reactor spent asleep",
                          [st] { return seconds(st().idle_time); }),
+            make_counter("empty_poll_seconds_total", "Time the reactor spent polling and finding nothing",
+                         [st] { return seconds(st().idle_poll_time); }),
             make_counter("fd_polls_total", "Non-blocking epoll_wait calls for registered descriptors",
                          [st] { return double(st().fd_polls); }),
             make_counter("fd_events_total", "Readiness events delivered to descriptors",

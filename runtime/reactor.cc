@@ -660,6 +660,11 @@ void reactor::sleep_now() {
                 ts.tv_nsec = wait.count() % 1000000000;
                 timeout = &ts;
             }
+            // Asleep is idle_time's: the polling that led here ends now, so no time counts twice.
+            if (_idle_poll_mark != steady_clock_type::time_point{}) {
+                _stats.idle_poll_time += now - _idle_poll_mark;
+                _idle_poll_mark = {};
+            }
             // The quota timer keeps running into the sleep: a reactor that sleeps and wakes many
             // times per quota (a server between requests) then pays no timer_settime calls. If
             // the timer fires while we sleep, its signal ends the wait (EINTR); only then is it
@@ -686,17 +691,33 @@ void reactor::sleep_now() {
 int reactor::run() {
     arm_quota_timer(true);
     while (!_stopped) {
+        // idle_poll_time: the clock is read only inside an idle streak (once per round) and once
+        // when one starts, so a busy loop pays nothing for it. Bringing the counter up to date at
+        // the top of each idle round keeps it current for a reader, and a round that turns out
+        // busy has had nothing of its own added.
+        if (_idle_poll_mark != steady_clock_type::time_point{}) {
+            auto now = steady_clock_type::now();
+            _stats.idle_poll_time += now - _idle_poll_mark;
+            _idle_poll_mark = now;
+        }
+        bool ran = have_tasks();
         run_some_tasks();
         if (_stopped) {
             break;
         }
         bool work = poll_once();
         if (work || have_tasks()) {
+            _idle_poll_mark = {};
             _idle_since = {};
             if (!_quota_timer_armed) [[unlikely]] {
                 arm_quota_timer(true);  // stopped during an idle sleep (see sleep_now)
             }
             continue;
+        }
+        if (ran) {
+            _idle_poll_mark = {};
+        } else if (_idle_poll_mark == steady_clock_type::time_point{}) {
+            _idle_poll_mark = steady_clock_type::now();
         }
         maybe_sleep();
     }

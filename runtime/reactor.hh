@@ -75,6 +75,10 @@ public:
         std::uint64_t stalls = 0;
         std::uint64_t quota_violations = 0;  // task batches that ran past 2x the quota
         std::chrono::nanoseconds idle_time{0};  // time spent asleep
+        // Time spent awake in loop rounds that found nothing to do. A busy-polling shard
+        // (idle_policy::poll, a NIC queue that vetoes sleeping) shows 100% CPU whatever its load;
+        // its real load is 1 - (idle_time + idle_poll_time) / elapsed ("reactor utilization").
+        std::chrono::nanoseconds idle_poll_time{0};
         std::uint64_t fd_polls = 0;    // non-blocking epoll_wait calls for registered descriptors
         std::uint64_t fd_events = 0;   // readiness events delivered to descriptors
     };
@@ -200,6 +204,8 @@ private:
     stats _stats;
     steady_clock_type::time_point _start_time;
     steady_clock_type::time_point _idle_since{};
+    // Open idle streak: when idle_poll_time was last brought up to date; {} while the loop is busy.
+    steady_clock_type::time_point _idle_poll_mark{};
     int _return_code = 0;
     bool _stopping = false;
     bool _stopped = false;

@@ -69,13 +69,24 @@ shard_info local_shard_info() {
 }
 
 json to_json(const shard_info& i) {
-    double idle = i.uptime_s > 0 ? 100.0 * seconds(i.st.idle_time) / i.uptime_s : 0;
+    double idle_s = seconds(i.st.idle_time);
+    double idle_poll_s = seconds(i.st.idle_poll_time);
+    auto pct = [&](double s) { return i.uptime_s > 0 ? std::clamp(100.0 * s / i.uptime_s, 0.0, 100.0) : 0.0; };
+    double idle = pct(idle_s);
+    double idle_poll = pct(idle_poll_s);
     return json{
         {"shard", i.shard},
         {"cpu", i.cpu < 0 ? json(nullptr) : json(i.cpu)},
         {"tasks_processed", i.st.tasks_processed},
         {"tasks_queued", i.queued},
-        {"idle_pct", std::min(100.0, idle)},
+        {"idle_pct", idle},
+        // A polling shard is never asleep: its load is what neither sleeping nor empty polling took.
+        {"idle_poll_pct", idle_poll},
+        {"busy_pct", std::clamp(100.0 - idle - idle_poll, 0.0, 100.0)},
+        // Raw seconds, so a reader can difference two samples over a window of its own.
+        {"uptime_s", i.uptime_s},
+        {"idle_s", idle_s},
+        {"idle_poll_s", idle_poll_s},
         {"polls", i.st.polls},
         {"sleeps", i.st.sleeps},
         {"stalls", i.st.stalls},

@@ -231,12 +231,15 @@ void print_shards(const json& r) {
     std::vector<std::vector<std::string>> rows;
     for (auto& s : r.at("shards")) {
         rows.push_back({cell(s["shard"]), cell(s["cpu"]), cell(s["tasks_processed"]), cell(s["tasks_queued"]),
-                        cell(json(std::round(s["idle_pct"].get<double>() * 10) / 10)), cell(s["memory"]["allocated"]),
-                        cell(s["stalls"]), cell(s["idle_policy"]), cell(s["idle_poll_us"]), cell(s["task_quota_ms"])});
+                        cell(json(std::round(s["idle_pct"].get<double>() * 10) / 10)),
+                        // A dataplane started from an older build (re-attached by reefd) lacks it.
+                        s.contains("busy_pct") ? cell(json(std::round(s["busy_pct"].get<double>() * 10) / 10)) : "-",
+                        cell(s["memory"]["allocated"]), cell(s["stalls"]), cell(s["idle_policy"]),
+                        cell(s["idle_poll_us"]), cell(s["task_quota_ms"])});
     }
-    print_table(
-        {"SHARD", "CPU", "TASKS", "QUEUED", "IDLE%", "MEM_ALLOC", "STALLS", "IDLE_POLICY", "IDLE_POLL_US", "QUOTA_MS"},
-        rows);
+    print_table({"SHARD", "CPU", "TASKS", "QUEUED", "IDLE%", "BUSY%", "MEM_ALLOC", "STALLS", "IDLE_POLICY",
+                 "IDLE_POLL_US", "QUOTA_MS"},
+                rows);
 }
 
 void print_ports(const json& r) {

@@ -48,7 +48,7 @@ def test_every_subcommand_and_its_effect(two_echoes):
     r = two_echoes
     # shards: the table, then a live change that shows in the next listing.
     out = r.ctl("shards", "echo0", check=0).stdout
-    assert "SHARD" in out and "sleep" in out
+    assert "SHARD" in out and "BUSY%" in out and "sleep" in out
     r.ctl("shards", "echo0", "--set", "task_quota_ms=0.25", "--set", "idle_policy=adaptive", "--set",
           "idle_poll_us=50", check=0)
     sh = json.loads(r.ctl("--json", "shards", "echo0", check=0).stdout)["shards"][0]
@@ -57,6 +57,19 @@ def test_every_subcommand_and_its_effect(two_echoes):
     assert other["task_quota_ms"] == 0.5 and other["idle_policy"] == "sleep"
     bad = r.ctl("shards", "echo0", "--set", "idle_policy=nap", check=1)
     assert "idle_policy" in bad.stderr
+    # Utilization: a polling shard never sleeps, and its idle time shows as empty polling.
+    r.ctl("shards", "echo0", "--set", "idle_policy=poll", check=0)
+    a = json.loads(r.ctl("--json", "shards", "echo0", check=0).stdout)["shards"][0]
+    time.sleep(0.3)
+    b = json.loads(r.ctl("--json", "shards", "echo0", check=0).stdout)["shards"][0]
+    for s in (a, b):
+        assert all(0 <= s[k] <= 100 for k in ("idle_pct", "idle_poll_pct", "busy_pct"))
+        assert abs(s["idle_pct"] + s["idle_poll_pct"] + s["busy_pct"] - 100) < 0.01
+        assert 0 <= s["idle_s"] + s["idle_poll_s"] <= s["uptime_s"]
+    window = b["uptime_s"] - a["uptime_s"]
+    assert window >= 0.3
+    assert b["idle_s"] == a["idle_s"]
+    assert b["idle_poll_s"] - a["idle_poll_s"] > 0.5 * window
     # Back to sleeping (the machine is shared).
     r.ctl("shards", "echo0", "--set", "idle_policy=sleep", check=0)
 

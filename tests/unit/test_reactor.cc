@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -342,6 +343,60 @@ TEST(reactor, poll_policy_never_sleeps) {
             EXPECT_GT(engine().get_stats().polls, 10u);
         },
         config_with(idle_policy::poll));
+}
+
+namespace {
+double ms_between(std::chrono::nanoseconds a, std::chrono::nanoseconds b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+}  // namespace
+
+TEST(reactor, idle_poll_time_counts_empty_polling_and_not_work) {
+    reef::testing::run_in_reactor(
+        []() -> future<> {
+            // Idle: waiting for a timer with nothing else to do is empty polling, never sleep.
+            auto before = engine().get_stats();
+            auto t0 = steady_clock_type::now();
+            co_await sleep(50ms);
+            double idle_wall = ms_since(t0);
+            auto mid = engine().get_stats();
+            EXPECT_EQ(mid.idle_time, before.idle_time);
+            EXPECT_GE(ms_between(before.idle_poll_time, mid.idle_poll_time), 30.0);
+            EXPECT_LE(ms_between(before.idle_poll_time, mid.idle_poll_time), idle_wall);
+
+            // Busy: tasks re-queuing themselves for 50 ms leave the loop no empty round.
+            promise<> done;
+            auto deadline = steady_clock_type::now() + 50ms;
+            std::uint64_t steps = 0;
+            std::function<void()> step = [&] {
+                ++steps;
+                if (steady_clock_type::now() >= deadline) {
+                    done.set_value();
+                    return;
+                }
+                schedule(make_task([&] { step(); }));
+            };
+            step();
+            auto f = done.get_future();
+            co_await std::move(f);
+            auto after = engine().get_stats();
+            EXPECT_GT(steps, 100u);
+            EXPECT_GT(after.polls, mid.polls);  // the quota made it poll in between
+            EXPECT_LT(ms_between(mid.idle_poll_time, after.idle_poll_time), 10.0);
+        },
+        config_with(idle_policy::poll));
+}
+
+TEST(reactor, idle_poll_time_leaves_sleep_to_idle_time) {
+    reef::testing::run_in_reactor(
+        []() -> future<> {
+            auto before = engine().get_stats();
+            co_await sleep(50ms);
+            auto after = engine().get_stats();
+            EXPECT_GE(ms_between(before.idle_time, after.idle_time), 30.0);
+            EXPECT_LT(ms_between(before.idle_poll_time, after.idle_poll_time), 10.0);
+        },
+        config_with(idle_policy::sleep));
 }
 
 TEST(reactor, adaptive_policy_polls_before_sleeping) {
