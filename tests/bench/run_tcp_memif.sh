@@ -16,8 +16,13 @@
 #   rr1k    request/response, 64 connections, pipeline 1, 1 KiB requests
 #   bulk1   throughput, 1 connection, 64 KiB requests, pipeline TCP_BENCH_BULK_PIPELINE (8)
 #   bulk8   throughput, 8 connections, same requests and pipeline
-# Throughput is the payload rate one way (answered request bytes / s, in Gbit/s); the echo moves
-# the same bytes back, so the wire carries it both ways.
+#   sink1   one-way throughput (as iperf measures it), 1 connection: reef-echo --sink-ack SIZE drops
+#           the data and answers each request's worth with an 8-byte byte count, which
+#           reef-loadgen --generator sink checks; same request size and pipeline as bulk
+#   sink8   the same over 8 connections
+# Throughput is the payload rate one way (answered request bytes / s, in Gbit/s). In bulk the echo
+# moves the same bytes back, so the wire carries them both ways and the server both receives and
+# sends them; in sink they cross once.
 #
 # Server CPU: utime + stime of the whole server process (/proc/<pid>/stat) over a window inside
 # the load generator's measured window (it starts TCP_BENCH_WARMUP s after the generator is up,
@@ -48,7 +53,7 @@
 # Usage: tests/bench/run_tcp_memif.sh [BUILD_DIR]   (a release build; scripts/dev.sh bench passes it)
 # Environment: TCP_BENCH_ROUNDS (3), TCP_BENCH_DURATION (8), TCP_BENCH_WARMUP (2), TCP_BENCH_RT (1),
 #   TCP_BENCH_SERVER_CPU (1), TCP_BENCH_CLIENT_CPU (0), TCP_BENCH_HUGEPAGES (1024),
-#   TCP_BENCH_BULK_SIZE (65536), TCP_BENCH_BULK_PIPELINE (8), TCP_BENCH_CASES (rr64 rr1k bulk1 bulk8),
+#   TCP_BENCH_BULK_SIZE (65536), TCP_BENCH_BULK_PIPELINE (8), TCP_BENCH_CASES (rr64 rr1k bulk1 bulk8 sink1 sink8),
 #   TCP_BENCH_MBUFS (32767: --dpdk-mbufs-per-shard of both DPDK processes),
 #   TCP_BENCH_DPDK_ARGS (none: extra --dpdk-args of both DPDK processes).
 set -euo pipefail
@@ -67,7 +72,7 @@ bulk_size=${TCP_BENCH_BULK_SIZE:-65536}
 bulk_pipeline=${TCP_BENCH_BULK_PIPELINE:-8}
 mbufs=${TCP_BENCH_MBUFS:-32767}
 dpdk_args=${TCP_BENCH_DPDK_ARGS:-}
-read -r -a cases <<<"${TCP_BENCH_CASES:-rr64 rr1k bulk1 bulk8}"
+read -r -a cases <<<"${TCP_BENCH_CASES:-rr64 rr1k bulk1 bulk8 sink1 sink8}"
 server_ip=198.18.0.1
 client_ip=198.18.0.2
 server_mac=02:52:45:46:00:01
@@ -79,9 +84,10 @@ loadgen_bin=$build/apps/loadgen/reef-loadgen
 for b in "$echo_bin" "$loadgen_bin"; do
     [[ -x $b ]] || { echo "run_tcp_memif.sh: $b is missing (build $build first)" >&2; exit 1; }
 done
-"$echo_bin" --help 2>/dev/null | grep -q -- '--dpdk-pmd' ||
+# grep without -q reads the whole help: with -q it may exit first, and pipefail turns the writer's SIGPIPE into a failure.
+"$echo_bin" --help 2>/dev/null | grep -- '--dpdk-pmd' >/dev/null ||
     { echo "run_tcp_memif.sh: $echo_bin has no DPDK options (build with -Ddpdk=enabled)" >&2; exit 1; }
-"$loadgen_bin" --help 2>/dev/null | grep -q -- '--host-ipv4-addr' ||
+"$loadgen_bin" --help 2>/dev/null | grep -- '--host-ipv4-addr' >/dev/null ||
     { echo "run_tcp_memif.sh: $loadgen_bin has no native stack options (it must be a reef::app)" >&2; exit 1; }
 
 rt=()
@@ -98,7 +104,9 @@ case_shape() {
         rr1k) echo "64 1024 1 rr" ;;
         bulk1) echo "1 $bulk_size $bulk_pipeline bulk" ;;
         bulk8) echo "8 $bulk_size $bulk_pipeline bulk" ;;
-        *) echo "run_tcp_memif.sh: unknown case '$1' (rr64 rr1k bulk1 bulk8)" >&2; return 1 ;;
+        sink1) echo "1 $bulk_size $bulk_pipeline sink" ;;
+        sink8) echo "8 $bulk_size $bulk_pipeline sink" ;;
+        *) echo "run_tcp_memif.sh: unknown case '$1' (rr64 rr1k bulk1 bulk8 sink1 sink8)" >&2; return 1 ;;
     esac
 }
 for c in "${cases[@]}"; do case_shape "$c" >/dev/null; done
@@ -284,12 +292,18 @@ run_one() {
     local slog=$work/$tag.server.log clog=$work/$tag.client.log cjson=$work/$tag.client.json
     local target
     rm -f "$sock" "$ctl_sock"
+    local server_mode=() generator=()
+    if [[ $kind == sink ]]; then
+        server_mode=(--sink-ack "$size")
+        generator=(--generator sink)
+    fi
     case $stack in
         native)
             "${rt[@]}" taskset -c "$server_cpu" "$echo_bin" --smp 1 --cpuset "$server_cpu" "${native_common[@]}" \
                 --ctl-socket "$ctl_sock" \
                 --vdev "net_memif0,role=server,socket=$sock,socket-abstract=no,mac=$server_mac" \
-                --host-ipv4-addr "$server_ip" --address 0.0.0.0 --port "$tcp_port" --udp-port 0 >"$slog" 2>&1 &
+                --host-ipv4-addr "$server_ip" --address 0.0.0.0 --port "$tcp_port" --udp-port 0 "${server_mode[@]}" \
+                >"$slog" 2>&1 &
             server_pid=$!
             target=$server_ip:$tcp_port
             ;;
@@ -298,7 +312,7 @@ run_one() {
             port=$(free_port)
             "${rt[@]}" taskset -c "$server_cpu" "$echo_bin" --smp 1 --cpuset "$server_cpu" --network-stack posix \
                 --idle-policy sleep --ctl-socket none --address 127.0.0.1 --port "$port" --udp-port 0 \
-                >"$slog" 2>&1 &
+                "${server_mode[@]}" >"$slog" 2>&1 &
             server_pid=$!
             target=127.0.0.1:$port
             ;;
@@ -312,7 +326,7 @@ run_one() {
         client_opts=(--network-stack posix --ctl-socket none)
     fi
     "${rt[@]}" taskset -c "$client_cpu" "$loadgen_bin" --smp 1 --cpuset "$client_cpu" "${client_opts[@]}" \
-        --server "$target" --connections "$conns" --request-size "$size" --pipeline "$pipeline" \
+        --server "$target" "${generator[@]}" --connections "$conns" --request-size "$size" --pipeline "$pipeline" \
         --warmup "$warmup" --duration "$duration" --timeout 10 --json >"$cjson" 2>"$clog" &
     client_pid=$!
     # The CPU window is timed by a sampler at a higher real-time priority than the programs (a
@@ -355,7 +369,9 @@ window = cpu["window_s"]
 util = cpu["server_cpu_s"] / window
 client_util = cpu["client_cpu_s"] / window
 rps = lg["rps"]
-gbps = lg["bytes_received"] * 8 / lg["duration_s"] / 1e9 if lg["duration_s"] else 0.0
+# One way: what came back (bulk: the echoed bytes) or, for sink, what went out (8 bytes come back).
+payload = lg["bytes_sent"] if kind == "sink" else lg["bytes_received"]
+gbps = payload * 8 / lg["duration_s"] / 1e9 if lg["duration_s"] else 0.0
 # Native: the busy fraction from the reactor counters; posix reef-echo sleeps when idle, so its CPU
 # utilisation is its busy fraction.
 busy = cpu.get("server_busy", util)
@@ -410,7 +426,8 @@ dur, warm, scpu, ccpu, rt, huge_note, build = (float(sys.argv[4]), float(sys.arg
                                                sys.argv[8] == "1", sys.argv[9], sys.argv[10])
 bulk_size, bulk_pipe, cases = int(sys.argv[11]), int(sys.argv[12]), sys.argv[13].split()
 dpdk_args = sys.argv[14]
-shapes = {"rr64": (64, 64, 1), "rr1k": (64, 1024, 1), "bulk1": (1, bulk_size, bulk_pipe), "bulk8": (8, bulk_size, bulk_pipe)}
+shapes = {"rr64": (64, 64, 1), "rr1k": (64, 1024, 1), "bulk1": (1, bulk_size, bulk_pipe), "bulk8": (8, bulk_size, bulk_pipe),
+          "sink1": (1, bulk_size, bulk_pipe), "sink8": (8, bulk_size, bulk_pipe)}
 rr_target, bulk_target = 3.0, 20.0
 mtus = sorted({r["device_mtu"] for r in runs if r["stack"] == "native" and r["device_mtu"]})
 
@@ -420,7 +437,7 @@ def med(rs, k):
 
 summary = {}
 for c in cases:
-    kind = "bulk" if c.startswith("bulk") else "rr"
+    kind = "rr" if c.startswith("rr") else "bulk"  # sink is judged as bulk: Gbit/s one way
     s = {"kind": kind, "connections": shapes[c][0], "request_size": shapes[c][1], "pipeline": shapes[c][2]}
     for stack in ("native", "posix"):
         rs = [r for r in runs if r["case"] == c and r["stack"] == stack]
@@ -506,8 +523,9 @@ for c in cases:
                      f"| {f(100 * m['client_cpu_util'], '.0f')}% | {f(m['p50_us'], '.1f')} | {f(m['p99_us'], '.1f')} |")
 lines += [
     "",
-    f"Bulk ({bulk_size}-byte requests, pipeline {bulk_pipe}; Gbit/s of payload one way, the echo carries the same",
-    "bytes back, so the link moves it both ways; every byte checked):",
+    f"Bulk ({bulk_size}-byte requests, pipeline {bulk_pipe}; Gbit/s of payload one way. bulk: the echo carries the",
+    "same bytes back, so the link moves them both ways, every byte checked; sink: one way, reef-echo --sink-ack",
+    "answers each request with a byte count, which is checked, the bytes are covered by the TCP checksum):",
     "",
     "| case | stack | Gbit/s | server CPU | server CPU s per Gbit | Gbit/s per server core | server busy "
     "| Gbit/s per busy server core | client CPU |",
@@ -517,7 +535,7 @@ for c in cases:
     s = summary[c]
     if s["kind"] != "bulk":
         continue
-    label = f"{s['connections']} conn" + ("s" if s["connections"] > 1 else "")
+    label = ("sink, " if c.startswith("sink") else "echo, ") + f"{s['connections']} conn" + ("s" if s["connections"] > 1 else "")
     for stack in ("native", "posix"):
         m = s[stack]
         lines.append(f"| {label} | {stack} | {f(m['gbps'], '.2f')} | {f(100 * m['server_cpu_util'], '.0f')}% "
