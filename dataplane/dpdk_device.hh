@@ -41,7 +41,9 @@
 // TSO (RTE_MBUF_F_TX_TCP_SEG) only when the port offers it (features().tx_tso), else frames
 // larger than the MTU are dropped. TX frames wait in a per-shard buffer (at most tx_ring) and go
 // out in bursts from the poller (or as soon as a burst is full); beyond that buffer they are
-// dropped (tx_dropped), as on a full NIC ring.
+// dropped (tx_dropped), as on a full NIC ring. That buffer is what device::tx_room reports on
+// (device_base): it fills only while the port's ring is full (rte_eth_tx_burst sends short), so
+// a sender that honours tx_room stops there, and the poller wakes it as the ring drains.
 //
 // Lifecycle: construct on shard 0 with the EAL running and smp started; start() once; stop()
 // once before destruction: pollers stop, TX buffers and frames in flight between shards are
@@ -163,12 +165,15 @@ protected:
     void transmit_local(net::packet&& p) noexcept;
     void transmit_frame(rte_mbuf*&& m) noexcept;
     void free_frame(rte_mbuf*&& m) noexcept;
+    std::size_t tx_queued() const noexcept;
+    std::size_t tx_capacity() const noexcept { return _cfg.tx_ring; }
 
 public:
     struct rx_owner;  // (public for the pool sizing in the .cc)
 
 private:
     struct completion;
+    struct completion_queues_head;
     struct completion_queues;
     class queue_poller;
     struct shard_part;

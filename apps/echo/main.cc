@@ -82,13 +82,13 @@ future<> log_dataplane_stats(state& st) {
         net::device_stats s = co_await std::move(f);
         // rx/hooked count frames delivered on this shard, forwarded those it polled for another
         // shard; tx counts frames sent on this shard's queue, tx-proxied those it handed to a
-        // queue owner.
+        // queue owner; tx-blocked how often the device told the stack to wait for room.
         mlog.info(
             "reef-echo shard {}: rx {} tx {} hooked {} forwarded {} received-forwarded {} tx-proxied {} "
-            "tx-dropped {} rss-dropped {} runt {} bad-length {} chain {} no-handler {}",
+            "tx-dropped {} rss-dropped {} runt {} bad-length {} chain {} no-handler {} tx-blocked {}",
             shard, s.rx_packets, s.tx_packets, s.rx_hooked, s.sw_rss_forwarded, s.sw_rss_received, s.tx_proxied,
             s.tx_dropped, s.sw_rss_dropped, s.rx_dropped_runt, s.rx_dropped_bad_length, s.rx_dropped_chain,
-            s.rx_dropped_no_handler);
+            s.rx_dropped_no_handler, s.tx_blocked);
     }
 }
 

@@ -265,6 +265,7 @@ json to_json(const net::device_stats& s) {
         {"sw_rss_received", s.sw_rss_received},
         {"sw_rss_dropped", s.sw_rss_dropped},
         {"tx_proxied", s.tx_proxied},
+        {"tx_blocked", s.tx_blocked},
     };
 }
 
@@ -301,6 +302,7 @@ future<json> ports_stats(const json& params, const agent_config& cfg) {
         total.sw_rss_received += st.sw_rss_received;
         total.sw_rss_dropped += st.sw_rss_dropped;
         total.tx_proxied += st.tx_proxied;
+        total.tx_blocked += st.tx_blocked;
     }
     json out = {{"port", dev.name()}, {"totals", to_json(total)}, {"shards", std::move(shards)}};
     if (hw && cfg.port_counters) {

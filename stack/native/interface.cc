@@ -196,6 +196,7 @@ interface::interface(std::shared_ptr<interface_group> g)
 
 interface::~interface() {
     _g->dev.set_receive_handler({});
+    _g->dev.set_tx_ready_handler({});
     _dhcp.reset();
     _arp.flush();
     _ip.clear_reassembly();

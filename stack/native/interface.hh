@@ -29,6 +29,7 @@
 #include "stack/net/api.hh"
 #include "stack/net/device.hh"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -139,6 +140,9 @@ public:
     void receive(packet p);
     /// Prepend an Ethernet header (our MAC as source) and hand the frame to the device.
     void send_frame(const ethernet_address& dst, std::uint16_t ethertype, packet p);
+    /// What runs when the device has room again after a tx_room() of 0 (device::
+    /// set_tx_ready_handler on this shard; empty to remove). TCP is the only sender that waits.
+    void set_tx_ready_handler(std::function<void()> h) { _g->dev.set_tx_ready_handler(std::move(h)); }
 
 private:
     std::shared_ptr<interface_group> _g;

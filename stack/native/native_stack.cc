@@ -37,6 +37,7 @@ public:
     }
     std::uint16_t mss_for(tcp_ipv4 dst) override { return std::uint16_t(_ifc.ip().path_mtu(ipv4_addr(dst)) - 40); }
     bool tx_checksum_offload() const noexcept override { return _ifc.dev().features().tx_l4_csum_offload; }
+    std::size_t tx_room() noexcept override { return _ifc.dev().tx_room(); }
     unsigned shard_of_flow(tcp_ipv4 remote, std::uint16_t remote_port, tcp_ipv4 local,
                            std::uint16_t local_port) const noexcept override {
         auto r = ipv4_addr(remote).bytes(), l = ipv4_addr(local).bytes();
@@ -97,6 +98,7 @@ native_stack::native_stack(std::shared_ptr<native::interface_group> g, tcp_confi
       _tcp(std::make_unique<class tcp>(*_glue, tcp_cfg)) {
     _glue->attach(_tcp.get());
     _ifc->ip().set_protocol(native::ip_proto_tcp, _glue.get());
+    _ifc->set_tx_ready_handler([t = _tcp.get()] { t->tx_ready(); });
     register_metrics();
 }
 
@@ -323,7 +325,10 @@ void native_stack::register_metrics() {
     }
 }
 
-native_stack::~native_stack() { _ifc->ip().set_protocol(native::ip_proto_tcp, nullptr); }
+native_stack::~native_stack() {
+    _ifc->set_tx_ready_handler({});
+    _ifc->ip().set_protocol(native::ip_proto_tcp, nullptr);
+}
 
 future<> native_stack::stop() {
     using namespace std::chrono_literals;

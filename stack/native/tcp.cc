@@ -5,6 +5,7 @@
 
 #include "runtime/coroutine.hh"
 #include "runtime/future_util.hh"
+#include "runtime/log.hh"
 #include "runtime/smp.hh"
 #include "stack/native/tcp_connection.hh"
 #include "stack/net/checksum.hh"
@@ -19,6 +20,10 @@
 #include <system_error>
 
 namespace reef::net {
+
+namespace native {
+extern logger native_log;  // interface.cc
+}
 
 namespace {
 
@@ -107,6 +112,8 @@ tcp::tcp(tcp_lower& lower, tcp_config cfg) : _lower(lower), _cfg(cfg), _start(st
 }
 
 tcp::~tcp() {
+    // First, while everything a connection's destructor may touch is still here.
+    _tx_waiters.clear();
     for (auto& [k, l] : _listeners) {
         l->detach();
     }
@@ -163,8 +170,7 @@ std::uint64_t tcp::keyed_hash(const void* data, std::size_t len) const noexcept 
 }
 
 std::uint32_t tcp::ts_now() const noexcept {
-    return std::uint32_t(
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - _start).count() + 1);
+    return std::uint32_t(std::chrono::duration_cast<std::chrono::milliseconds>(now() - _start).count() + 1);
 }
 
 std::uint32_t tcp::ts_offset(const four_tuple& t) const noexcept {
@@ -309,6 +315,7 @@ future<connected_socket> tcp::connect(socket_address remote, socket_address loca
 // Input
 
 void tcp::received(tcp_ipv4 src, tcp_ipv4 dst, packet p, bool checksum_verified) {
+    time_scope ts(*this);
     std::size_t total = p.len();
     const char* fixed = p.get_header(0, tcp_min_header_len);
     if (!fixed) {
@@ -562,6 +569,42 @@ void tcp::send_raw(tcp_ipv4 local, tcp_ipv4 remote, const tcp_header& hin, const
     }
     ++_stats.segments_out;
     _lower.send_segment(local, remote, std::move(p));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Transmit back-pressure
+
+void tcp::wait_for_tx(tcp_connection& c) {
+    if (c._tx_waiting) {
+        return;
+    }
+    _tx_waiters.push_back(c.shared_from_this());
+    c._tx_waiting = true;
+}
+
+void tcp::tx_ready() {
+    // One pass over those waiting now: data first, then an acknowledgment that no data segment
+    // carried. A connection stopped again goes to the back, and as the lower then waits too it
+    // calls again, for it and the rest.
+    for (std::size_t n = _tx_waiters.size(); n && !_tx_waiters.empty(); --n) {
+        auto c = std::move(_tx_waiters.front());
+        _tx_waiters.pop_front();
+        c->_tx_waiting = false;
+        try {
+            c->output();
+            if (c->_ack_deferred && !c->_tx_waiting) {
+                c->send_ack();
+            }
+        } catch (...) {
+            // Only this connection's segments are lost (bad_alloc building one); its RTO resends
+            // them, and the others still get their turn.
+            native::native_log.warn("TCP output after back-pressure failed: {}",
+                                    exception_message(std::current_exception()));
+        }
+        if (c->_tx_waiting) {
+            break;
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

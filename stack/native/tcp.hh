@@ -24,6 +24,7 @@
 // shard only its own segments; connect() picks a local port that keeps the connection here.
 #pragma once
 
+#include "runtime/circular_buffer.hh"
 #include "runtime/future.hh"
 #include "runtime/shared_ptr.hh"
 #include "stack/native/tcp_header.hh"
@@ -33,6 +34,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -97,6 +99,11 @@ public:
     /// tcp_hdr_len as above); the device cuts it into tso_seg_size pieces, each with a copy of the
     /// header (sequence numbers advanced, FIN/PSH only on the last) and its own checksum.
     virtual std::uint32_t tso_max_payload() const noexcept { return 0; }
+    /// Transmit back-pressure (net::device::tx_room): how many more segments may go down now.
+    /// After an answer of 0 the lower calls tcp::tx_ready() once room has freed; segments sent
+    /// regardless (ACKs, RSTs, SYNs) still go out while the device's reserve lasts. The default
+    /// never pushes back.
+    virtual std::size_t tx_room() noexcept { return std::numeric_limits<std::size_t>::max(); }
     /// The shard that receives segments of the flow remote:remote_port -> local:local_port (the
     /// Toeplitz hash of the tuple as a received frame carries it, through the device's RETA:
     /// device::shard_of(device::flow_hash(remote, local, 4, remote_port, local_port))).
@@ -278,6 +285,9 @@ public:
     /// An ICMP error about a segment we sent (see tcp_icmp_error). Unmatched or invalid ones are
     /// counted and ignored.
     void icmp_error(const tcp_icmp_error& e);
+    /// The lower has room again after a tx_room() of 0: the connections that stopped sending for
+    /// it resume, oldest first, until one is stopped again.
+    void tx_ready();
 
     // ---- introspection
 
@@ -316,8 +326,37 @@ public:
     void send_raw(tcp_ipv4 local, tcp_ipv4 remote, const tcp_header& h, const tcp_options& o);
     /// A listener was destroyed.
     void unlisten(tcp_listener* l) noexcept;
-    /// Timestamp clock (RFC 7323 5.4): milliseconds.
+    /// `c` stopped sending because tx_room() was 0: it runs its output again from tx_ready().
+    void wait_for_tx(tcp_connection& c);
+    /// Timestamp clock (RFC 7323 5.4): milliseconds, from now().
     std::uint32_t ts_now() const noexcept;
+    /// The steady clock, as read once for the pass in progress (time_scope), else read now.
+    std::chrono::steady_clock::time_point now() const noexcept {
+        return _now_valid ? _now : std::chrono::steady_clock::now();
+    }
+    /// While the outermost of nested scopes lives, now() and ts_now() give the time read when it
+    /// was made: one clock read for a received segment and what is sent in answer, or for one
+    /// output pass, instead of one per timestamp, RTT sample and timer (a vDSO read each: they
+    /// were 8% of a bulk transfer's time).
+    class time_scope {
+        tcp& _t;
+        bool _outer;
+
+    public:
+        explicit time_scope(tcp& t) noexcept : _t(t), _outer(!t._now_valid) {
+            if (_outer) {
+                _t._now = std::chrono::steady_clock::now();
+                _t._now_valid = true;
+            }
+        }
+        ~time_scope() {
+            if (_outer) {
+                _t._now_valid = false;
+            }
+        }
+        time_scope(const time_scope&) = delete;
+        time_scope& operator=(const time_scope&) = delete;
+    };
     /// RFC 6528 initial sequence number for a tuple.
     tcp_seq initial_sequence(const four_tuple& t) const noexcept;
 
@@ -339,8 +378,13 @@ private:
     std::uint64_t _secret[2];
     std::unordered_map<four_tuple, lw_shared_ptr<tcp_connection>, tuple_hash> _conns;
     std::unordered_map<listen_key, tcp_listener*, listen_key_hash> _listeners;
+    // Connections stopped by back-pressure, in the order they stopped (each at most once:
+    // tcp_connection::_tx_waiting). A ring, so that a steady flow of waits does not allocate.
+    circular_buffer<lw_shared_ptr<tcp_connection>> _tx_waiters;
     std::mt19937_64 _rng;
     std::chrono::steady_clock::time_point _start;
+    std::chrono::steady_clock::time_point _now;  // valid while a time_scope lives
+    bool _now_valid = false;
     // RFC 5961 7 rate limit: count in the current second.
     std::int64_t _challenge_second = -1;
     unsigned _challenge_count = 0;

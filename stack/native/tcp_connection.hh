@@ -221,6 +221,7 @@ private:
     std::uint64_t _snd_cursor_off = 0;  // ... and the byte offset where it starts
     bool _fin_queued = false;
     bool _fin_sent = false;
+    bool _tx_waiting = false;  // in tcp::_tx_waiters: output() stopped on tx_room()
     std::optional<promise<>> _write_waiter;
     tcp_scoreboard _sb;
 
@@ -257,6 +258,7 @@ private:
 
     // ---- ACK scheduling
     bool _ack_now = false;
+    bool _ack_deferred = false;  // send_ack() met a full device: tcp::tx_ready() sends it
     unsigned _unacked_segs = 0;
     timer<clock> _delack_timer;
 

@@ -17,7 +17,7 @@ void tcp_connection::input(tcp_segment seg) {
         return;
     }
     auto self = shared_from_this();
-    _last_received = clock::now();
+    _last_received = _tcp->now();
     _ka_probes = 0;
 
     if (_state == tcp_state::syn_sent) {
@@ -191,7 +191,7 @@ bool tcp_connection::paws_reject(const tcp_segment& seg) noexcept {
         return false;
     }
     // RFC 7323 5.5: TS.Recent older than 24 days is invalid and not used to reject.
-    if (clock::now() - _ts_recent_at > std::chrono::hours(24 * 24)) {
+    if (_tcp->now() - _ts_recent_at > std::chrono::hours(24 * 24)) {
         _ts_recent = seg.opts.tsval;
         return false;
     }
@@ -203,7 +203,7 @@ void tcp_connection::update_ts_recent(const tcp_segment& seg) noexcept {
     if (_ts_ok && seg.opts.has_timestamps && std::int32_t(seg.opts.tsval - _ts_recent) >= 0 &&
         seg.h.seq <= _last_ack_sent) {
         _ts_recent = seg.opts.tsval;
-        _ts_recent_at = clock::now();
+        _ts_recent_at = _tcp->now();
     }
 }
 
@@ -381,7 +381,7 @@ void tcp_connection::update_send_window(const tcp_segment& seg) noexcept {
 
 void tcp_connection::new_data_acked(const tcp_segment& seg, const tcp_scoreboard::ack_result& r,
                                     std::uint64_t flight_before) {
-    auto now = clock::now();
+    auto now = _tcp->now();
     std::uint64_t data_acked = r.acked_bytes - (r.fin_acked ? 1 : 0);
     _bytes_acked += data_acked;
     // Release acknowledged bytes from the send buffer.

@@ -18,9 +18,9 @@ std::chrono::microseconds tcp_connection::backed_off_rto() const noexcept {
     return std::min(r, max);
 }
 
-void tcp_connection::arm_rto() { _rto_timer.arm(backed_off_rto()); }
+void tcp_connection::arm_rto() { _rto_timer.arm((_tcp ? _tcp->now() : clock::now()) + backed_off_rto()); }
 
-void tcp_connection::restart_rto() { _rto_timer.arm(backed_off_rto()); }
+void tcp_connection::restart_rto() { arm_rto(); }
 
 void tcp_connection::on_rto() {
     if (!_tcp) {
@@ -77,7 +77,7 @@ void tcp_connection::on_rto() {
 
 void tcp_connection::schedule_ack() {
     if (!_delack_timer.armed()) {
-        _delack_timer.arm(_tcp->config().delayed_ack);
+        _delack_timer.arm(_tcp->now() + _tcp->config().delayed_ack);
     }
 }
 

@@ -14,7 +14,8 @@
 //
 // Contract:
 //  - start() once from shard 0 after smp is up; then every per-shard call (set_receive_handler,
-//    set_packet_hook, send, local_stats) is made on the shard it concerns, only by that shard.
+//    set_packet_hook, send, tx_room, set_tx_ready_handler, local_stats) is made on the shard it
+//    concerns, only by that shard.
 //  - stop() from shard 0 before the device is destroyed: pollers stop, in-flight frames are freed.
 //  - Packets handed to send() are owned by the device from then on; the device frees them (on the
 //    shard that sent them) once transmitted or dropped.
@@ -28,6 +29,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -81,6 +83,7 @@ struct device_stats {
     std::uint64_t rx_dropped_no_handler = 0; ///< nobody listens on this shard yet
     std::uint64_t rx_dropped_nomem = 0;      ///< no memory to make the frame a packet
     std::uint64_t tx_dropped = 0;            ///< ring full or frame too large
+    std::uint64_t tx_blocked = 0;            ///< times tx_room() told this shard's sender to wait
     std::uint64_t rx_hooked = 0;             ///< consumed by the packet hook
     std::uint64_t sw_rss_forwarded = 0;      ///< frames this shard polled and sent to their owner
     std::uint64_t sw_rss_received = 0;       ///< frames other shards forwarded here
@@ -151,6 +154,17 @@ public:
     /// through a queue-owning shard when this shard has none). Never blocks: a frame that cannot
     /// be queued is dropped and counted (tx_dropped), like a full NIC ring.
     virtual void send(packet p) = 0;
+    /// Transmit back-pressure: how many more frames this shard may hand to send() now. The room
+    /// stops short of the hard limit where send() drops, keeping a reserve for frames that cannot
+    /// wait (ACKs, control, UDP), so a sender that honours it loses nothing to a full queue. 0
+    /// means wait: the device counts the start of each wait (device_stats::tx_blocked) and calls
+    /// this shard's tx-ready handler once room has freed. A device without a limit (the default)
+    /// answers SIZE_MAX and never calls the handler.
+    virtual std::size_t tx_room() noexcept { return std::numeric_limits<std::size_t>::max(); }
+    /// This shard's tx-ready handler (replaces the previous one; empty to remove). The device
+    /// calls it from its own poller after a tx_room() of 0, never from inside send() or
+    /// tx_room(); it may call both. An exception it throws is logged.
+    virtual void set_tx_ready_handler(std::function<void()> handler) { (void)handler; }
     /// This shard's counters.
     virtual const device_stats& local_stats() const noexcept = 0;
 };

@@ -14,6 +14,12 @@
 //  - the transmit path: send() on a queue-owning shard goes to transmit_local(); on a shard
 //    without a queue the packet becomes a Frame there (to_frame) and Frames are proxied in batches
 //    to the queue-owning shard `shard % hw_queues_count()`, which calls transmit_frame();
+//  - transmit back-pressure (device::tx_room): a queue owner's room is its transmit queue
+//    (Derived's tx_queued() of tx_capacity()) up to three quarters full, the last quarter being
+//    the reserve for frames that cannot wait; a proxying shard's is its TX outbox, of
+//    forward_limit() frames. A shard told to wait is woken (its tx-ready handler) once that queue
+//    is down to half: from the device's poller (wake_tx_if_room) or when a proxied batch is
+//    answered. The gap between the two marks makes each wake-up worth a burst of frames;
 //  - bounded forwarding: at most forward_limit() frames per destination shard are queued or in
 //    flight from one shard; beyond, frames are dropped and counted (sw_rss_dropped on RX,
 //    tx_dropped on TX), so a slow shard cannot hold all of another shard's buffers;
@@ -45,6 +51,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -148,6 +156,26 @@ public:
         enqueue_out(s, out, owner, std::move(*f), 0, false, /*tx=*/true);
     }
 
+    /// See device::tx_room. A stopped shard or a device without queues does not push back: its
+    /// frames are dropped whatever the sender does.
+    std::size_t tx_room() noexcept override {
+        auto& s = local();
+        std::size_t queued, capacity;
+        if (!tx_occupancy(s, queued, capacity)) {
+            return std::numeric_limits<std::size_t>::max();
+        }
+        std::size_t limit = capacity - capacity / 4;
+        if (queued < limit) {
+            return limit - queued;
+        }
+        if (!s.tx_waiting) {
+            s.tx_waiting = true;
+            ++s.stats.tx_blocked;
+        }
+        return 0;
+    }
+    void set_tx_ready_handler(std::function<void()> handler) override { local().tx_ready = std::move(handler); }
+
     const device_stats& local_stats() const noexcept override { return _shards[this_shard_id()].stats; }
 
 protected:
@@ -165,6 +193,16 @@ protected:
     /// and TX proxy each). Set before start().
     void set_forward_limit(std::size_t n) noexcept { _forward_limit = n ? n : 1; }
     std::size_t forward_limit() const noexcept { return _forward_limit; }
+
+    /// Call from the queue poller after frames left this shard's transmit queue: runs the
+    /// tx-ready handler if a sender waits and the queue is down to half its capacity. Cheap when
+    /// nobody waits.
+    void wake_tx_if_room() noexcept {
+        auto& s = local();
+        if (s.tx_waiting) {
+            wake_tx(s);
+        }
+    }
 
     /// This shard's counters, for the concrete device to update (tx_packets, runts...).
     device_stats& stats() noexcept { return local().stats; }
@@ -314,6 +352,10 @@ protected:
     //       Counts tx_packets/tx_bytes, or tx_dropped if the queue is full.
     //   void transmit_frame(Frame&& f) noexcept;
     //       On a queue-owning shard: queue a frame another shard proxied here (same counting).
+    //   std::size_t tx_queued() const noexcept;
+    //   std::size_t tx_capacity() const noexcept;
+    //       On a queue-owning shard: frames waiting in its transmit queue, and how many it holds
+    //       before transmit_local() drops (for tx_room; call wake_tx_if_room() as it drains).
     //   void free_frame(Frame&& f) noexcept;
     //       Release a frame that will go nowhere (any shard).
 
@@ -343,6 +385,8 @@ private:
         std::size_t pending = 0;  // frames in this shard's unsent batches
         gate inflight;            // batches sent and not yet answered
         std::unique_ptr<poller> flusher;
+        std::function<void()> tx_ready;
+        bool tx_waiting = false;  // tx_room() said 0 and tx_ready has not run since
         bool stopped = false;
     };
 
@@ -388,6 +432,39 @@ private:
     shard_state& local() noexcept {
         assert(this_shard_id() < _shards.size());
         return _shards[this_shard_id()];
+    }
+
+    // This shard's transmit queue: its own (queue owners) or its TX outbox. False when frames
+    // are dropped whatever the sender does (stopped, no queues).
+    bool tx_occupancy(const shard_state& s, std::size_t& queued, std::size_t& capacity) const noexcept {
+        unsigned queues = self().hw_queues_count();
+        if (s.stopped || queues == 0) {
+            return false;
+        }
+        if (this_shard_id() < queues) {
+            queued = self().tx_queued();
+            capacity = self().tx_capacity();
+        } else {
+            queued = s.tx_out.queued;
+            capacity = _forward_limit;
+        }
+        return true;
+    }
+
+    void wake_tx(shard_state& s) noexcept {
+        std::size_t queued, capacity;
+        if (tx_occupancy(s, queued, capacity) && queued > capacity / 2) {
+            return;
+        }
+        s.tx_waiting = false;
+        if (!s.tx_ready) {
+            return;
+        }
+        try {
+            s.tx_ready();
+        } catch (...) {
+            internal::log_callback_exception("tx-ready handler", std::current_exception());
+        }
     }
 
     void enqueue_out(shard_state& s, outbox& out, unsigned dest, Frame&& f, std::uint32_t h, bool has_h,
@@ -442,17 +519,18 @@ private:
             b.clear();
             return std::move(b);
         });
-        (void)f.then_wrapped([&out, n, h = std::move(h)](future<std::vector<entry>>&& r) mutable noexcept {
-            out.queued -= n;
-            if (r.failed()) {
-                r.ignore_ready_future();
-                return;
-            }
-            auto v = r.get_value();
-            if (out.spare.capacity() == 0) {
-                out.spare = std::move(v);
-            }
-        });
+        (void)f.then_wrapped(
+            [this, &s, &out, n, tx, h = std::move(h)](future<std::vector<entry>>&& r) mutable noexcept {
+                out.queued -= n;
+                if (r.failed()) {
+                    r.ignore_ready_future();
+                } else if (auto v = r.get_value(); out.spare.capacity() == 0) {
+                    out.spare = std::move(v);
+                }
+                if (tx && s.tx_waiting) {
+                    wake_tx(s);
+                }
+            });
     }
 
     // On the destination shard.

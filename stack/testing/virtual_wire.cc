@@ -286,6 +286,12 @@ void virtual_wire_device::transmit_local(packet&& p) noexcept {
 
 void virtual_wire_device::transmit_frame(wire_frame&& f) noexcept { put_on_wire(std::move(f)); }
 
+std::size_t virtual_wire_device::tx_queued() const noexcept {
+    return _wire->link(this_shard_id(), _tx).waiting_count();
+}
+
+std::size_t virtual_wire_device::tx_capacity() const noexcept { return _wire->cfg.ring_size; }
+
 void virtual_wire_device::put_on_wire(wire_frame&& f) noexcept {
     unsigned q = this_shard_id();
     assert(q < _wire->queues);
@@ -384,6 +390,8 @@ bool virtual_wire_device::rx_ready() const noexcept {
 }
 
 bool virtual_wire_device::poll_rx() {
+    // The peer's poller, on this shard too, takes our frames off the wire.
+    wake_tx_if_room();
     unsigned q = this_shard_id();
     auto& l = _wire->link(q, opposite(_tx));
     ++l.polls;

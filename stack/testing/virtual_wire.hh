@@ -23,8 +23,11 @@
 //    random generator seeded from cfg.seed, the queue and the direction: the same traffic gives
 //    the same faults on every run. Timing (latency, bandwidth) depends on the clock, fault
 //    decisions do not.
-//  - A frame the receiving device cannot take yet (not started, stopped) waits on the wire; at most
-//    cfg.ring_size frames wait per queue and direction, beyond that the sender counts tx_dropped.
+//  - A frame the receiving device cannot take yet (not started, stopped, or not yet due under
+//    latency and bandwidth limits) waits on the wire; at most cfg.ring_size frames wait per queue
+//    and direction, beyond that the sender counts tx_dropped. Those waiting frames are the
+//    sender's transmit queue for device::tx_room; it is woken from its own RX poller (on the same
+//    shard) once the peer has taken enough of them.
 //
 // Shards: build the wire on shard 0 once smp runs (as any device). start() and stop() from shard
 // 0; per-shard calls as in device.hh. The capture hook runs on the shard of the queue a frame
@@ -204,6 +207,8 @@ protected:
     void transmit_local(packet&& p) noexcept;
     void transmit_frame(wire_frame&& f) noexcept;
     void free_frame(wire_frame&& f) noexcept { f.reset(); }
+    std::size_t tx_queued() const noexcept;
+    std::size_t tx_capacity() const noexcept;
 
 private:
     class rx_poller;

@@ -90,6 +90,22 @@ TEST(checksum, matches_rfc1071_reference_for_any_split) {
     }
 }
 
+// Long runs of 0xff carry out of every 64-bit word added; any start alignment and length, up to
+// jumbo segments, must still give the reference sum.
+TEST(checksum, carries_at_every_word_and_alignment) {
+    std::mt19937 rng(11);
+    std::string buf(9100, '\xff');
+    for (std::size_t len : {31u, 32u, 33u, 63u, 64u, 65u, 1448u, 1460u, 1461u, 9000u}) {
+        for (std::size_t start = 0; start < 8; ++start) {
+            std::string s = buf.substr(start, len);
+            EXPECT_EQ(internet_checksum(s.data(), s.size()), reference(s)) << len << " at " << start;
+            EXPECT_EQ(internet_checksum(buf.data() + start, len), reference(s)) << len << " at " << start;
+            auto r = random_bytes(rng, len);
+            EXPECT_EQ(internet_checksum(r.data(), r.size()), reference(r)) << len;
+        }
+    }
+}
+
 TEST(checksum, ipv4_header_known_value) {
     // The classic example header (checksum 0xb861).
     const unsigned char hdr[20] = {0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11,

@@ -294,6 +294,53 @@ REEF_TEST(virtual_wire, ring_bounds_frames_waiting_for_a_stopped_receiver) {
     EXPECT_EQ(virtual_wire_live_frames(), 0);  // destroying the wire frees what was left on it
 }
 
+// Back-pressure: frames waiting on the wire are the sender's transmit queue. Room runs out at
+// three quarters of the ring (a quarter stays for frames that cannot wait), a wait is counted
+// once, and the sender is called back once the peer has taken the queue down to half.
+REEF_TEST(virtual_wire, tx_room_pushes_back_before_the_ring_drops_and_wakes_the_sender) {
+    {
+        virtual_wire_config cfg;
+        cfg.ring_size = 16;
+        auto w = make_virtual_wire(cfg);
+        receiver rb;
+        rb.attach(*w.b);
+        unsigned woken = 0;
+        std::size_t room_when_woken = 0;
+        w.a->set_tx_ready_handler([&] {
+            ++woken;
+            room_when_woken = w.a->tx_room();
+        });
+        co_await w.a->start();  // B not started: frames wait on the wire
+        EXPECT_EQ(w.a->tx_room(), 12u);
+        unsigned sent = 0;
+        while (w.a->tx_room() > 0) {
+            w.a->send(packet(numbered_frame(sent++)));
+        }
+        EXPECT_EQ(sent, 12u);
+        EXPECT_EQ(w.a->tx_room(), 0u);
+        EXPECT_EQ(w.a->local_stats().tx_blocked, 1u);  // one wait, however often it is asked
+        // The reserve still takes frames that do not wait, up to the ring.
+        for (unsigned i = 0; i < 4; ++i) {
+            w.a->send(packet(numbered_frame(sent++)));
+        }
+        EXPECT_EQ(w.a->local_stats().tx_dropped, 0u);
+        co_await settle();
+        EXPECT_EQ(woken, 0u);  // nothing left the wire
+        co_await w.b->start();
+        EXPECT_TRUE(co_await wait_count(rb.frames, 16));
+        for (int i = 0; i < 1000 && woken == 0; ++i) {
+            co_await sleep(100us);
+        }
+        EXPECT_EQ(woken, 1u);
+        EXPECT_GE(room_when_woken, 4u);
+        EXPECT_EQ(w.a->local_stats().tx_blocked, 1u);
+        EXPECT_EQ(w.a->local_stats().tx_dropped, 0u);
+        w.a->set_tx_ready_handler({});
+        co_await stop_both(w);
+    }
+    EXPECT_EQ(virtual_wire_live_frames(), 0);
+}
+
 REEF_TEST(virtual_wire, faults_change_at_run_time_and_capture_sees_every_frame) {
     {
         auto w = make_virtual_wire({});
@@ -361,6 +408,62 @@ REEF_TEST(virtual_wire, mtu_and_bad_configurations) {
     virtual_wire_config bad_rate;
     bad_rate.faults.duplicate = -0.1;
     EXPECT_THROW(make_virtual_wire(bad_rate), std::invalid_argument);
+    EXPECT_EQ(virtual_wire_live_frames(), 0);
+}
+
+// A shard without a queue pushes back on its proxy outbox (forward_limit frames) and is woken
+// on its own shard when the queue owner has taken its batches.
+REEF_SMP_TEST(virtual_wire, tx_room_of_a_proxying_shard_follows_its_outbox, 2) {
+    {
+        virtual_wire_config cfg;
+        cfg.queues = 1;
+        cfg.forward_limit = 8;
+        auto w = make_virtual_wire(cfg);
+        std::atomic<unsigned> got{0};
+        w.b->set_receive_handler([&](packet) { got.fetch_add(1); });
+        co_await start_both(w);
+        device& a = *w.a;
+        struct result {
+            std::size_t room_before = 0, room_full = 0, room_after = 0;
+            unsigned sent = 0, woken = 0, woken_on = 99;
+            std::uint64_t blocked = 0, dropped = 0;
+        };
+        auto r = co_await smp::submit_to(1, [&a]() -> future<result> {
+            result r;
+            a.set_tx_ready_handler([&r] {
+                ++r.woken;
+                r.woken_on = this_shard_id();
+            });
+            r.room_before = a.tx_room();
+            // Sent in one go: the outbox is flushed only when the reactor polls again.
+            while (a.tx_room() > 0 && r.sent < 100) {
+                a.send(packet(numbered_frame(r.sent++)));
+            }
+            r.room_full = a.tx_room();
+            for (int i = 0; i < 10000 && r.woken == 0; ++i) {
+                co_await sleep(100us);
+            }
+            r.room_after = a.tx_room();
+            r.blocked = a.local_stats().tx_blocked;
+            r.dropped = a.local_stats().tx_dropped;
+            a.set_tx_ready_handler({});
+            co_return r;
+        });
+        EXPECT_EQ(r.room_before, 6u);
+        EXPECT_EQ(r.sent, 6u);
+        EXPECT_EQ(r.room_full, 0u);
+        EXPECT_EQ(r.woken, 1u);
+        EXPECT_EQ(r.woken_on, 1u);
+        EXPECT_EQ(r.room_after, 6u);
+        EXPECT_EQ(r.blocked, 1u);
+        EXPECT_EQ(r.dropped, 0u);
+        for (int i = 0; i < 50000 && got.load() < 6; ++i) {
+            co_await sleep(100us);
+        }
+        EXPECT_EQ(got.load(), 6u);
+        w.b->set_receive_handler({});
+        co_await stop_both(w);
+    }
     EXPECT_EQ(virtual_wire_live_frames(), 0);
 }
 
