@@ -30,6 +30,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <new>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -208,6 +209,9 @@ private:
         return r;
     }
     future<> fill() {
+        // An empty _buf may still share the source's memory: let go of it, so that a source that
+        // reuses its buffer once nobody holds it can.
+        _buf = tmp_buf();
         return _fd.get().then([this](temporary_buffer<char> b) {
             _eof = b.empty();
             _buf = internal::convert_buffer<CharType>(std::move(b));
@@ -232,6 +236,7 @@ public:
         if (_eof) {
             return make_ready_future<tmp_buf>();
         }
+        _buf = tmp_buf();  // as in fill()
         return _fd.get().then([this](temporary_buffer<char> b) {
             _eof = b.empty();
             return internal::convert_buffer<CharType>(std::move(b));
@@ -276,6 +281,7 @@ public:
         if (n == 0 || _eof) {
             return make_ready_future<>();
         }
+        _buf = tmp_buf();  // as in fill()
         return _fd.skip(n).then([this](temporary_buffer<char> b) {
             // skip() returns an empty buffer both at end of stream and when the skipped range ends
             // exactly on a buffer boundary; the next get() tells which.
@@ -384,6 +390,7 @@ public:
 private:
     data_sink _fd;
     tmp_buf _buf;                          // allocated on first use; _end bytes are filled
+    tmp_buf _spare;                        // the last buffer handed to the sink, reused once it lets go
     std::size_t _size = 0;
     std::size_t _end = 0;
     bool _busy = false;                    // a put/flush is in flight
@@ -397,21 +404,52 @@ private:
         std::memcpy(_buf.get_write() + _end, p, n);
         _end += n;
     }
+    // The filled part of the buffer, for the sink. The stream keeps a share of it: when the sink
+    // has dropped its part by the time the next buffer is needed, the memory is reused instead of
+    // a new buffer being allocated for every flush.
     tmp_buf take_buffer() noexcept {
         if (_end == 0) {
             return tmp_buf();
         }
-        _buf.trim(_end);
+        tmp_buf out;
+        try {
+            out = _buf.share(0, _end);
+            _spare = std::move(_buf);
+        } catch (const std::bad_alloc&) {
+            _buf.trim(_end);
+            out = std::move(_buf);
+        }
         _end = 0;
-        return std::move(_buf);
+        return out;
     }
-    future<> wait_idle();
+    // A buffer to fill: the spare one if nobody else holds it any more, else a new one.
+    void next_buffer() {
+        if (_spare.exclusive()) {
+            _buf = std::move(_spare);
+        } else {
+            _spare = tmp_buf();
+            _buf = tmp_buf(_size);
+        }
+    }
+    future<> wait_idle() {
+        if (!_busy) [[likely]] {
+            return make_ready_future<>();
+        }
+        return wait_idle_slow();
+    }
+    future<> wait_idle_slow();
+    void finish_op() noexcept;
+    future<> put_buffers(tmp_buf first, tmp_buf second) noexcept;
+    future<> flush_sink() noexcept;
     void start(tmp_buf first, tmp_buf second, bool flush) noexcept;
-    future<> run_op(tmp_buf first, tmp_buf second, bool flush) noexcept;
+    future<> run_op(future<> pending, bool pending_is_put, bool flush) noexcept;
     future<> write_slow(const CharType* p, std::size_t n);
+    future<> write_slow_coro(const CharType* p, std::size_t n);
     future<> write_zero_copy(tmp_buf b);
     future<> write_owned(tmp_buf b);
     future<> do_flush();
+    future<> do_flush_slow();
+    future<> wait_op();
     future<> do_close();
     void check_writable(const char* op) const {
         if (_closed) [[unlikely]] {
@@ -427,7 +465,8 @@ public:
     explicit output_stream(data_sink fd) noexcept : _fd(std::move(fd)) { _size = _fd.buffer_size_hint(); }
     /// Moving a stream with an operation in flight is misuse (the operation refers to it).
     output_stream(output_stream&& x) noexcept
-        : _fd(std::move(x._fd)), _buf(std::move(x._buf)), _size(x._size), _end(std::exchange(x._end, 0)),
+        : _fd(std::move(x._fd)), _buf(std::move(x._buf)), _spare(std::move(x._spare)), _size(x._size),
+          _end(std::exchange(x._end, 0)),
           _busy(x._busy), _unflushed(x._unflushed), _closed(x._closed), _error(std::move(x._error)),
           _waiters(std::move(x._waiters)) {
         if (_busy) {
@@ -487,7 +526,7 @@ public:
 };
 
 template <typename CharType>
-future<> output_stream<CharType>::wait_idle() {
+future<> output_stream<CharType>::wait_idle_slow() {
     while (_busy) {
         _waiters.emplace_back();
         co_await _waiters.back().get_future();
@@ -495,36 +534,7 @@ future<> output_stream<CharType>::wait_idle() {
 }
 
 template <typename CharType>
-void output_stream<CharType>::start(tmp_buf first, tmp_buf second, bool flush) noexcept {
-    _busy = true;
-    // run_op never fails (errors go to _error) and reports completion through _busy/_waiters, so
-    // its future is not needed.
-    (void)run_op(std::move(first), std::move(second), flush);
-}
-
-template <typename CharType>
-future<> output_stream<CharType>::run_op(tmp_buf first, tmp_buf second, bool flush) noexcept {
-    try {
-        if (!first.empty() && !second.empty()) {
-            std::vector<temporary_buffer<char>> v;
-            v.reserve(2);
-            v.push_back(internal::convert_buffer<char>(std::move(first)));
-            v.push_back(internal::convert_buffer<char>(std::move(second)));
-            co_await _fd.put(std::move(v));
-            _unflushed = true;
-        } else if (!first.empty() || !second.empty()) {
-            co_await _fd.put(internal::convert_buffer<char>(first.empty() ? std::move(second) : std::move(first)));
-            _unflushed = true;
-        }
-        if (flush) {
-            co_await _fd.flush();
-            _unflushed = false;
-        }
-    } catch (...) {
-        if (!_error) {
-            _error = std::current_exception();
-        }
-    }
+void output_stream<CharType>::finish_op() noexcept {
     _busy = false;
     while (!_waiters.empty()) {
         _waiters.front().set_value();
@@ -533,7 +543,99 @@ future<> output_stream<CharType>::run_op(tmp_buf first, tmp_buf second, bool flu
 }
 
 template <typename CharType>
+future<> output_stream<CharType>::put_buffers(tmp_buf first, tmp_buf second) noexcept {
+    try {
+        if (!first.empty() && !second.empty()) {
+            std::vector<temporary_buffer<char>> v;
+            v.reserve(2);
+            v.push_back(internal::convert_buffer<char>(std::move(first)));
+            v.push_back(internal::convert_buffer<char>(std::move(second)));
+            return _fd.put(std::move(v));
+        }
+        return _fd.put(internal::convert_buffer<char>(first.empty() ? std::move(second) : std::move(first)));
+    } catch (...) {
+        return make_exception_future<>(std::current_exception());
+    }
+}
+
+template <typename CharType>
+future<> output_stream<CharType>::flush_sink() noexcept {
+    try {
+        return _fd.flush();
+    } catch (...) {
+        return make_exception_future<>(std::current_exception());
+    }
+}
+
+template <typename CharType>
+void output_stream<CharType>::start(tmp_buf first, tmp_buf second, bool flush) noexcept {
+    _busy = true;
+    // A sink usually completes at once (a socket with room in its send buffer): that case runs
+    // here, without a coroutine frame. run_op() finishes whatever has to wait. Errors go to _error
+    // and completion is reported through _busy/_waiters, so no future is returned.
+    const bool put = !first.empty() || !second.empty();
+    if (put) {
+        future<> f = put_buffers(std::move(first), std::move(second));
+        if (!f.available() || f.failed()) {
+            (void)run_op(std::move(f), true, flush);
+            return;
+        }
+        f.ignore_ready_future();
+        _unflushed = true;
+    }
+    if (flush) {
+        future<> f = flush_sink();
+        if (!f.available() || f.failed()) {
+            (void)run_op(std::move(f), false, false);
+            return;
+        }
+        f.ignore_ready_future();
+        _unflushed = false;
+    }
+    finish_op();
+}
+
+template <typename CharType>
+future<> output_stream<CharType>::run_op(future<> pending, bool pending_is_put, bool flush) noexcept {
+    // `pending` is the put (then the sink flush follows when `flush`), or else the sink flush.
+    try {
+        co_await std::move(pending);
+        if (pending_is_put) {
+            _unflushed = true;
+            if (flush) {
+                auto f = _fd.flush();
+                co_await std::move(f);
+                _unflushed = false;
+            }
+        } else {
+            _unflushed = false;
+        }
+    } catch (...) {
+        if (!_error) {
+            _error = std::current_exception();
+        }
+    }
+    finish_op();
+}
+
+template <typename CharType>
 future<> output_stream<CharType>::write_slow(const CharType* p, std::size_t n) {
+    // The usual way here: the last flush handed the buffer to the sink and this write starts the
+    // next one.
+    if (!_buf && n < _size && !_error && !_closed) [[likely]] {
+        try {
+            next_buffer();
+        } catch (...) {
+            return make_exception_future<>(std::current_exception());
+        }
+        append(p, n);
+        return make_ready_future<>();
+    }
+    return write_slow_coro(p, n);
+}
+
+template <typename CharType>
+future<> output_stream<CharType>::write_slow_coro(const CharType* p, std::size_t n) {
     check_writable("output_stream::write() after close()");
     while (n) {
         if (_error) {
@@ -551,7 +653,7 @@ future<> output_stream<CharType>::write_slow(const CharType* p, std::size_t n) {
             co_return;
         }
         if (!_buf) {
-            _buf = tmp_buf(_size);
+            next_buffer();
         }
         std::size_t k = std::min(n, _size - _end);
         append(p, k);
@@ -592,6 +694,29 @@ future<> output_stream<CharType>::write_zero_copy(tmp_buf b) {
 
 template <typename CharType>
 future<> output_stream<CharType>::do_flush() {
+    if (_busy || _error || _closed) [[unlikely]] {
+        return do_flush_slow();
+    }
+    if (_end == 0 && !_unflushed) {
+        return make_ready_future<>();  // nothing reached the sink since its last flush
+    }
+    start(take_buffer(), tmp_buf(), true);
+    if (!_busy) [[likely]] {
+        return _error ? make_exception_future<>(_error) : make_ready_future<>();
+    }
+    return wait_op();
+}
+
+template <typename CharType>
+future<> output_stream<CharType>::wait_op() {
+    co_await wait_idle();
+    if (_error) {
+        std::rethrow_exception(_error);
+    }
+}
+
+template <typename CharType>
+future<> output_stream<CharType>::do_flush_slow() {
     check_writable("output_stream::flush() after close()");
     if (_error) {
         std::rethrow_exception(_error);
@@ -604,10 +729,7 @@ future<> output_stream<CharType>::do_flush() {
         co_return;  // nothing reached the sink since its last flush
     }
     start(take_buffer(), tmp_buf(), true);
-    co_await wait_idle();
-    if (_error) {
-        std::rethrow_exception(_error);
-    }
+    co_await wait_op();
 }
 
 template <typename CharType>
@@ -623,6 +745,7 @@ future<> output_stream<CharType>::do_close() {
     co_await wait_idle();
     _closed = true;
     _buf = tmp_buf();
+    _spare = tmp_buf();
     try {
         co_await _fd.close();
     } catch (...) {

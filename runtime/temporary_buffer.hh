@@ -159,6 +159,23 @@ public:
     /// an empty buffer. Throws std::bad_alloc when memory is short.
     temporary_buffer clone() const { return temporary_buffer(_buffer, _size); }
 
+    /// True when this buffer is the only owner of its memory: no share() of it (nor of the
+    /// deleter it came with) is alive anywhere, so the bytes may be rewritten unseen. False for a
+    /// buffer without an owner (a view). Lets a producer reuse a buffer once every consumer it
+    /// lent a share to has let go, instead of allocating a new one.
+    bool exclusive() const noexcept {
+        if (!_deleter) {
+            return false;
+        }
+        // The memory may belong to any link of a chained deleter: every link must be ours alone.
+        for (const deleter::impl* i = _deleter.peek_impl(); i; i = i->next.peek_impl()) {
+            if (i->refs != 1) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     /// Give up the memory: returns the deleter (the caller now keeps the memory alive) and leaves
     /// this buffer empty. Pointers taken from get() stay valid as long as the deleter lives.
     /// Read get()/size() before calling release() (not in the same argument list: the order in

@@ -47,20 +47,21 @@ bool parse_number(std::string_view s, T& v) {
 // Tokens of a text line: split on spaces, runs of spaces count as one (memcached's tokenizer).
 void tokenize(std::string_view line, std::vector<std::string_view>& tokens, std::size_t max) {
     tokens.clear();
-    std::size_t i = 0;
-    while (i < line.size() && tokens.size() < max) {
-        while (i < line.size() && line[i] == ' ') {
-            ++i;
+    const char* p = line.data();
+    const char* const e = p + line.size();
+    while (tokens.size() < max) {
+        while (p != e && *p == ' ') {
+            ++p;
         }
-        if (i == line.size()) {
+        if (p == e) {
             break;
         }
-        std::size_t j = line.find(' ', i);
-        if (j == std::string_view::npos) {
-            j = line.size();
+        const char* q = static_cast<const char*>(std::memchr(p, ' ', std::size_t(e - p)));
+        if (!q) {
+            q = e;
         }
-        tokens.push_back(line.substr(i, j - i));
-        i = j;
+        tokens.emplace_back(p, std::size_t(q - p));
+        p = q;
     }
 }
 
@@ -182,9 +183,20 @@ parse_result parse_text(std::string_view buf, command& c, const parse_limits& li
     if (!line.empty() && line.back() == '\r') {
         line.remove_suffix(1);
     }
+    c.protocol = proto::text;
+    // The most common request, a get of one key, without the tokenizer (same outcome).
+    if (line.size() > 4 && line.starts_with("get ") && line[4] != ' ') {
+        const std::string_view key = line.substr(4);
+        if (key.size() <= max_key_length && key.find(' ') == std::string_view::npos) {
+            c.name = line.substr(0, 3);
+            c.kind = cmd_kind::keyed;
+            c.with_cas = false;
+            new_op(c, op_kind::get, key);
+            return {parse_status::done, consumed, 0};
+        }
+    }
     auto& t = tls_tokens;
     tokenize(line, t, is_get ? SIZE_MAX : 24);
-    c.protocol = proto::text;
     if (t.empty()) {
         return reply_with(c, consumed, "ERROR\r\n");
     }
@@ -1013,19 +1025,35 @@ void format_text(const command& c, const std::vector<op_result>& results, std::s
                 continue;
             }
             const item_info& it = *results[i].item;
-            out += "VALUE ";
-            out.append(c.ops[i].key);
-            out += ' ';
-            append_uint(out, it.flags);
-            out += ' ';
-            append_uint(out, it.size);
-            if (c.with_cas) {
-                out += ' ';
-                append_uint(out, it.cas);
+            const std::string_view key = c.ops[i].key;
+            // The header line is built on the stack and appended once: each append to `out`
+            // costs a capacity check and a call. The text parser refuses keys longer than
+            // max_key_length; were one to come here anyway, it is appended on its own.
+            char head[sizeof "VALUE " + max_key_length + 3 * 21 + 2];
+            char* p = head;
+            if (key.size() <= max_key_length) [[likely]] {
+                std::memcpy(p, "VALUE ", 6);
+                p += 6;
+                std::memcpy(p, key.data(), key.size());
+                p += key.size();
+            } else {
+                out += "VALUE ";
+                out.append(key);
             }
-            out += "\r\n";
-            out += it.value;
-            out += "\r\n";
+            *p++ = ' ';
+            p = std::to_chars(p, p + 20, it.flags).ptr;
+            *p++ = ' ';
+            p = std::to_chars(p, p + 20, it.size).ptr;
+            if (c.with_cas) {
+                *p++ = ' ';
+                p = std::to_chars(p, p + 20, it.cas).ptr;
+            }
+            *p++ = '\r';
+            *p++ = '\n';
+            out.reserve(out.size() + std::size_t(p - head) + it.value.size() + 7);
+            out.append(head, p);
+            out.append(it.value);
+            out.append("\r\n", 2);
         }
         if (!c.omit_end) {
             out += "END\r\n";
@@ -1184,10 +1212,29 @@ bool valid_key(std::string_view key) noexcept {
 
 op_result execute_op(cache_shard& cache, const op& o, std::uint32_t now) {
     op_result r;
+    execute_op(cache, o, now, r);
+    return r;
+}
+
+void execute_op(cache_shard& cache, const op& o, std::uint32_t now, op_result& r) {
+    r.stored = store_result();
+    r.arith = arith_result();
+    r.deleted = delete_status::not_found;
+    r.touched = false;
+    r.vivified = false;
     r.now = now;
+    if (o.kind != op_kind::get) {
+        r.item.reset();
+    }
     switch (o.kind) {
     case op_kind::get:
-        r.item = cache.get(o.key, o.hash, now, o.want_value, o.touch_expiry);
+        // Into the item a previous op left engaged, so that its value string is reused.
+        if (!r.item) {
+            r.item.emplace();
+        }
+        if (!cache.get(o.key, o.hash, now, o.want_value, o.touch_expiry, *r.item)) {
+            r.item.reset();
+        }
         if (!r.item && o.vivify) {
             auto st = cache.store(store_mode::add, o.key, o.hash, 0, o.expiry, {}, now);
             if (st.status == store_status::stored) {
@@ -1223,7 +1270,6 @@ op_result execute_op(cache_shard& cache, const op& o, std::uint32_t now) {
         break;
     case op_kind::peek: r.item = cache.peek(o.key, o.hash, now); break;
     }
-    return r;
 }
 
 namespace {

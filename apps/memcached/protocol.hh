@@ -75,6 +75,8 @@ struct op_result {
 
 /// Run `o` on this shard's cache (the owner of o.key).
 op_result execute_op(cache_shard& cache, const op& o, std::uint32_t now);
+/// The same into `r`, reusing its storage (a get that hits writes its value over the previous one's).
+void execute_op(cache_shard& cache, const op& o, std::uint32_t now, op_result& r);
 
 /// What a command asks the server to do.
 enum class cmd_kind : std::uint8_t {

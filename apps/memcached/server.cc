@@ -155,18 +155,17 @@ bool memcached_server::all_local(const command& c) const noexcept {
     return true;
 }
 
-void memcached_server::run_local(command& c, std::vector<op_result>& results) {
-    const std::uint32_t now = clock().now();
-    results.clear();
-    results.reserve(c.ops.size());
-    for (auto& o : c.ops) {
-        results.push_back(execute_op(_cache, o, now));
+void memcached_server::run_local(command& c, std::vector<op_result>& results, std::uint32_t now) {
+    // resize, not clear: the results already there keep their value strings for reuse.
+    results.resize(c.ops.size());
+    for (std::size_t i = 0; i < c.ops.size(); ++i) {
+        execute_op(_cache, c.ops[i], now, results[i]);
     }
 }
 
 future<> memcached_server::run_ops(command& c, std::vector<op_result>& results) {
     if (all_local(c)) {
-        run_local(c, results);
+        run_local(c, results, clock().now());
         co_return;
     }
     results.clear();
@@ -349,7 +348,12 @@ future<> memcached_server::handle_connection(net::connected_socket s, net::socke
 
     auto in = s.input();
     auto out = s.output();
+    // Requests are parsed where they lie: in the last buffer read (inbuf) when it holds whole
+    // requests, which is the common case, else in rbuf, where a partial request is joined with
+    // what follows. `data` is the one being parsed; rpos bytes of it are answered.
+    temporary_buffer<char> inbuf;
     std::string rbuf, wbuf;
+    std::string_view data;
     std::size_t rpos = 0;
     std::uint64_t swallow = 0;
     command cmd;
@@ -363,19 +367,19 @@ future<> memcached_server::handle_connection(net::connected_socket s, net::socke
             // Answer every whole request received so far, in order.
             while (open) {
                 if (swallow) {
-                    std::size_t n = std::min<std::uint64_t>(swallow, rbuf.size() - rpos);
+                    std::size_t n = std::min<std::uint64_t>(swallow, data.size() - rpos);
                     rpos += n;
                     swallow -= n;
                     if (swallow) {
                         break;
                     }
                 }
-                lim.now = clock().now();
-                cmd.clear();
-                std::string_view pending = std::string_view(rbuf).substr(rpos);
+                std::string_view pending = data.substr(rpos);
                 if (pending.empty()) {
                     break;
                 }
+                lim.now = clock().now();
+                cmd.clear();
                 // The first request decides the connection's protocol, as in memcached: on a
                 // binary connection anything but the binary magic ends the connection.
                 if (!protocol_known) {
@@ -393,7 +397,7 @@ future<> memcached_server::handle_connection(net::connected_socket s, net::socke
                 if (cmd.kind == cmd_kind::keyed && cmd.ops.size() <= get_batch && all_local(cmd)) {
                     // The common case without a coroutine frame.
                     static thread_local std::vector<op_result> results;
-                    run_local(cmd, results);
+                    run_local(cmd, results, lim.now);
                     format_reply(cmd, results, wbuf);
                     ++(cmd.protocol == proto::text   ? _stats.cmd_text
                        : cmd.protocol == proto::meta ? _stats.cmd_meta
@@ -413,11 +417,23 @@ future<> memcached_server::handle_connection(net::connected_socket s, net::socke
             if (!open) {
                 break;
             }
-            if (rpos) {
+            // Let go of the last buffer read before reading again (a source may reuse its memory
+            // when nobody holds it); a partial request left in it moves to rbuf.
+            if (rpos == data.size()) {
+                rbuf.clear();
+                data = {};
+            } else if (data.data() == rbuf.data()) {
                 rbuf.erase(0, rpos);
-                rpos = 0;
+                data = rbuf;
+            } else {
+                rbuf.assign(data.substr(rpos));
+                data = rbuf;
             }
-            auto rf = in.read();
+            rpos = 0;
+            inbuf = temporary_buffer<char>();
+            // Straight from the source: input_stream::read() adds a continuation per read (to note
+            // end of stream, which this loop sees itself) and nothing is left buffered in `in`.
+            auto rf = in.source().get();
             if (!wbuf.empty() && !rf.available()) {
                 // Flush only when the input has nothing more right now: pipelined requests get
                 // their replies in one send.
@@ -444,12 +460,18 @@ future<> memcached_server::handle_connection(net::connected_socket s, net::socke
                 break;
             }
             _stats.bytes_read += buf.size();
-            if (swallow && rbuf.empty()) {
-                std::size_t n = std::min<std::uint64_t>(swallow, buf.size());
-                swallow -= n;
-                buf.trim_front(n);
+            if (data.empty()) {
+                if (swallow) {
+                    std::size_t n = std::min<std::uint64_t>(swallow, buf.size());
+                    swallow -= n;
+                    buf.trim_front(n);
+                }
+                inbuf = std::move(buf);
+                data = inbuf.view();
+            } else {
+                rbuf.append(buf.get(), buf.size());
+                data = rbuf;
             }
-            rbuf.append(buf.get(), buf.size());
         }
         if (!wbuf.empty()) {
             _stats.bytes_written += wbuf.size();

@@ -110,8 +110,8 @@ public:
     /// Run the ops of `c` on their owner shards (one message per remote shard); `results` gets one
     /// entry per op, in order.
     future<> run_ops(command& c, std::vector<op_result>& results);
-    /// The keyed ops of `c` (all owned by this shard) run here, at once.
-    void run_local(command& c, std::vector<op_result>& results);
+    /// The keyed ops of `c` (all owned by this shard) run here, at once, at server time `now`.
+    void run_local(command& c, std::vector<op_result>& results, std::uint32_t now);
     /// True when every op of `c` belongs to this shard.
     bool all_local(const command& c) const noexcept;
 

@@ -38,9 +38,12 @@ std::uint64_t key_hash(std::string_view key) noexcept {
 
 namespace {
 
+// Read for every request: the coarse clock costs a few ns where the precise one costs a TSC read,
+// and memcached's times are in seconds anyway.
 std::int64_t steady_seconds() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
+    timespec ts;
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return std::int64_t(ts.tv_sec);
 }
 
 }  // namespace
@@ -415,23 +418,31 @@ std::uint32_t cache_shard::make_item(std::string_view key, std::uint64_t hash, s
     return h.index();
 }
 
-item_info cache_shard::info_of(const item* it, std::uint32_t idx, bool want_value) const {
-    item_info info;
+void cache_shard::info_of(const item* it, std::uint32_t idx, bool want_value, item_info& info) const {
     info.flags = it->flags;
     info.cas = it->cas();
     info.expiry = it->expiry;
     info.last_access = it->last_access;
     info.fetched_before = it->fetched;
     info.size = it->value_len;
+    info.value.clear();
     if (want_value) {
         info.value.reserve(it->value_len);
         copy_value(idx, info.value);
     }
-    return info;
 }
 
 std::optional<item_info> cache_shard::get(std::string_view key, std::uint64_t hash, std::uint32_t now, bool want_value,
                                           std::optional<std::uint32_t> touch_expiry) {
+    std::optional<item_info> r(std::in_place);
+    if (!get(key, hash, now, want_value, touch_expiry, *r)) {
+        r.reset();
+    }
+    return r;
+}
+
+bool cache_shard::get(std::string_view key, std::uint64_t hash, std::uint32_t now, bool want_value,
+                      std::optional<std::uint32_t> touch_expiry, item_info& out) {
     if (touch_expiry) {
         ++_stats.cmd_touch;
     }
@@ -448,21 +459,21 @@ std::optional<item_info> cache_shard::get(std::string_view key, std::uint64_t ha
         if (touch_expiry) {
             ++_stats.touch_misses;
         }
-        return std::nullopt;
+        return false;
     }
     ++_stats.get_hits;
     if (touch_expiry) {
         ++_stats.touch_hits;
         at(i)->expiry = *touch_expiry;
     }
-    // Copying the value allocates; the allocator's reclaimer must not move items meanwhile.
+    // Copying the value may allocate; the allocator's reclaimer must not move items meanwhile.
     lsa::region::reclaim_lock lock(_region);
     item* it = at(i);
-    auto info = info_of(it, i, want_value);
+    info_of(it, i, want_value, out);
     it->fetched = 1;
     it->active = 1;
     it->last_access = now;
-    return info;
+    return true;
 }
 
 std::optional<item_info> cache_shard::peek(std::string_view key, std::uint64_t hash, std::uint32_t now) {
@@ -471,7 +482,9 @@ std::optional<item_info> cache_shard::peek(std::string_view key, std::uint64_t h
         return std::nullopt;
     }
     lsa::region::reclaim_lock lock(_region);
-    return info_of(at(i), i, false);
+    std::optional<item_info> info(std::in_place);
+    info_of(at(i), i, false, *info);
+    return info;
 }
 
 store_result cache_shard::store(store_mode mode, std::string_view key, std::uint64_t hash, std::uint32_t flags,

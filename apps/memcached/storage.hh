@@ -136,6 +136,10 @@ public:
     /// `count_as_touch` says (gat counts both).
     std::optional<item_info> get(std::string_view key, std::uint64_t hash, std::uint32_t now, bool want_value,
                                  std::optional<std::uint32_t> touch_expiry = std::nullopt);
+    /// get() into `out`, whose value string keeps its capacity from one call to the next (a hit
+    /// then allocates nothing). Returns false on a miss, leaving `out` unspecified.
+    bool get(std::string_view key, std::uint64_t hash, std::uint32_t now, bool want_value,
+             std::optional<std::uint32_t> touch_expiry, item_info& out);
     /// Like get() without counting or changing anything but the LRU (meta `me`, tests).
     std::optional<item_info> peek(std::string_view key, std::uint64_t hash, std::uint32_t now);
 
@@ -214,7 +218,7 @@ private:
     std::uint32_t make_item(std::string_view key, std::uint64_t hash, std::uint32_t flags, std::uint32_t expiry,
                             std::size_t value_len, std::uint32_t old_idx, bool old_first, std::string_view value);
     void copy_value(std::uint32_t idx, std::string& out) const;
-    item_info info_of(const item* it, std::uint32_t idx, bool want_value) const;
+    void info_of(const item* it, std::uint32_t idx, bool want_value, item_info& info) const;
 };
 
 }  // namespace reef::memcached

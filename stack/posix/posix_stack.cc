@@ -95,21 +95,28 @@ class posix_data_source final : public data_source_impl {
     lw_shared_ptr<posix_connection> _conn;
     std::size_t _buffer_size;
     temporary_buffer<char> _buf;
+    // A consumer kept a small read lent out of _buf past the next get(): from then on small reads
+    // are copied out, so that such a consumer pins at most one big buffer.
+    bool _copy_small = false;
 
 public:
     posix_data_source(lw_shared_ptr<posix_connection> c, std::size_t buffer_size)
         : _conn(std::move(c)), _buffer_size(std::max<std::size_t>(buffer_size, 512)) {}
 
     future<temporary_buffer<char>> get() override {
-        // The buffer of the last read is reused when its bytes were copied out (a small read).
-        if (_buf.size() != _buffer_size) {
-            _buf = temporary_buffer<char>(_buffer_size);
+        // Wait for readiness here rather than inside read_some(): then a request that arrives
+        // after a wait costs one continuation (readiness, read, buffer) instead of two.
+        auto ready = _conn->fd.readable();
+        if (ready.available() && !ready.failed()) [[likely]] {
+            ready.ignore_ready_future();
+            return read_now();
         }
-        auto f = _conn->fd.read_some(_buf.get_write(), _buf.size());
-        if (f.available() && !f.failed()) [[likely]] {
-            return make_ready_future<temporary_buffer<char>>(take(f.get()));
-        }
-        return with_address(std::move(f), "read from", _conn->remote).then([this](std::size_t n) { return take(n); });
+        return ready.then_wrapped([this](future<>&& r) {
+            if (r.failed()) [[unlikely]] {
+                return rethrow_with_address<temporary_buffer<char>>(r.get_exception(), "read from", _conn->remote);
+            }
+            return read_now();
+        });
     }
 
     future<> close() override {
@@ -118,17 +125,40 @@ public:
     }
 
 private:
+    future<temporary_buffer<char>> read_now() {
+        // The buffer of the last read is reused when its bytes were copied out or the share lent
+        // for them is gone (a small read).
+        if (_buf.size() != _buffer_size || !_buf.exclusive()) {
+            _copy_small = _copy_small || _buf.size() == _buffer_size;
+            _buf = temporary_buffer<char>(_buffer_size);
+        }
+        auto f = _conn->fd.read_some(_buf.get_write(), _buf.size());
+        if (f.available() && !f.failed()) [[likely]] {
+            return make_ready_future<temporary_buffer<char>>(take(f.get()));
+        }
+        // Readiness without data (a spurious edge), or an error.
+        return f.then_wrapped([this](future<std::size_t>&& r) {
+            if (r.failed()) [[unlikely]] {
+                return rethrow_with_address<temporary_buffer<char>>(r.get_exception(), "read from", _conn->remote);
+            }
+            return make_ready_future<temporary_buffer<char>>(take(r.get()));
+        });
+    }
+
     temporary_buffer<char> take(std::size_t n) {
         ++_conn->stats.receive_calls;
         _conn->stats.bytes_received += n;
         if (n == 0) {
             return {};
         }
-        // A small read in a large buffer would pin the whole buffer for as long as the consumer
-        // keeps the bytes; copy small reads out so the big buffer is reused at once.
+        // A small read is lent as a share of the big buffer, which is reused if the consumer lets
+        // go of it before the next get() (most do: they parse or copy at once). One that keeps it
+        // pins the whole buffer; after the first such, small reads are copied out instead.
         if (n <= _buffer_size / 8) {
-            temporary_buffer<char> small(_buf.get(), n);
-            return small;
+            if (_copy_small) {
+                return temporary_buffer<char>(_buf.get(), n);
+            }
+            return _buf.share(0, n);
         }
         _buf.trim(n);
         return std::move(_buf);

@@ -622,6 +622,32 @@ REEF_TEST(output_stream, small_writes_are_coalesced_into_buffer_sized_puts) {
     EXPECT_FALSE(st->overlap);
 }
 
+REEF_TEST(output_stream, reuses_its_buffer_once_the_sink_lets_go_and_never_before) {
+    auto [out, st] = make_recorded(100);
+    co_await out.write("first"sv);
+    co_await out.flush();
+    REEF_ASSERT(st->buffers.size() == 1);
+    const char* first_mem = st->buffers[0].get();
+    // The sink still holds the first buffer: the next one must be new memory, or "first" would
+    // be overwritten under the sink.
+    co_await out.write("second"sv);
+    co_await out.flush();
+    REEF_ASSERT(st->buffers.size() == 2);
+    EXPECT_NE(st->buffers[1].get(), first_mem);
+    EXPECT_EQ(st->buffers[0], "first"sv);
+    EXPECT_EQ(st->buffers[1], "second"sv);
+    // Once the sink has let go (a socket whose bytes were sent), the memory is reused.
+    const char* second_mem = st->buffers[1].get();
+    st->buffers.clear();
+    co_await out.write("third"sv);
+    co_await out.flush();
+    REEF_ASSERT(st->buffers.size() == 1);
+    EXPECT_EQ(st->buffers[0].get(), second_mem);
+    EXPECT_EQ(st->buffers[0], "third"sv);
+    EXPECT_EQ(st->data, "firstsecondthird");
+    co_await out.close();
+}
+
 REEF_TEST(output_stream, large_buffers_pass_through_without_copy) {
     auto [out, st] = make_recorded(100);
     co_await out.write("head"sv);

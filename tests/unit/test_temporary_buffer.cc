@@ -325,3 +325,36 @@ TEST(temporary_buffer, unsigned_char_buffers) {
     auto c = s.clone();
     EXPECT_TRUE(c == s);
 }
+
+TEST(temporary_buffer, exclusive_only_while_no_share_is_alive) {
+    temporary_buffer<char> b(64);
+    EXPECT_TRUE(b.exclusive());  // the allocation-free free() deleter: nobody else can hold it
+    {
+        auto s = b.share(0, 8);
+        EXPECT_FALSE(b.exclusive());
+        EXPECT_FALSE(s.exclusive());
+    }
+    EXPECT_TRUE(b.exclusive());  // the share is gone: the bytes may be rewritten unseen
+
+    // A view owns nothing, so it may never rewrite what it points at.
+    temporary_buffer<char> view(b.get_write(), 8, deleter());
+    EXPECT_FALSE(view.exclusive());
+    EXPECT_FALSE(temporary_buffer<char>().exclusive());
+}
+
+TEST(temporary_buffer, exclusive_looks_at_every_link_of_a_chained_deleter) {
+    // The memory belongs to the inner deleter; the buffer's own (outer) link is unshared, but
+    // someone else still holds the inner one.
+    int runs = 0;
+    auto inner = make_deleter([&] { ++runs; });
+    auto other_owner = inner.share();
+    auto outer = make_deleter(std::move(inner), [] {});
+    static char storage[16];
+    temporary_buffer<char> b(storage, sizeof storage, std::move(outer));
+    EXPECT_FALSE(b.exclusive());
+    other_owner.reset();
+    EXPECT_EQ(runs, 0);
+    EXPECT_TRUE(b.exclusive());
+    b = temporary_buffer<char>();
+    EXPECT_EQ(runs, 1);
+}
