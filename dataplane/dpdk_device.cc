@@ -8,6 +8,7 @@
 
 #include <rte_bus.h>
 #include <rte_dev.h>
+#include <rte_devargs.h>
 #include <rte_errno.h>
 #include <rte_ip.h>
 #include <rte_lcore.h>
@@ -158,6 +159,22 @@ dpdk_device::dpdk_device(dpdk_device_config cfg) : _cfg(cfg) {
     if (info.device) {
         const rte_bus* bus = rte_dev_bus(info.device);
         _vdev = bus && std::strcmp(rte_bus_name(bus), "vdev") == 0;
+        // memif's zero-copy client hands the peer offsets into its first memory region (the
+        // first memseg list with memory, in rte_memseg_walk's order) for every descriptor it
+        // sends: a fragment anywhere else (Reef's own heap, another list) would be read from the
+        // wrong place. Only such memory may then go out without a copy.
+        const rte_devargs* da = rte_dev_devargs(info.device);
+        const char* args = da && da->args ? da->args : "";
+        // Client is memif's default role.
+        _memif_client = _driver == "net_memif" && !std::strstr(args, "role=server") && !std::strstr(args, "role=master");
+        if (_memif_client && std::strstr(args, "zero-copy=yes")) {
+            rte_memseg_walk(
+                [](const rte_memseg_list* msl, const rte_memseg*, void* arg) {
+                    *static_cast<const rte_memseg_list**>(arg) = msl;
+                    return 1;  // the first is the one
+                },
+                &_zc_region);
+        }
     }
     rte_ether_addr mac{};
     rte_eth_macaddr_get(_cfg.port_id, &mac);
@@ -249,7 +266,7 @@ future<> dpdk_device::start() {
     std::exception_ptr ex;
     try {
         co_await create_pools();
-        configure_port();
+        co_await configure_port();
     } catch (...) {
         ex = std::current_exception();
     }
@@ -303,7 +320,7 @@ future<> dpdk_device::create_pools() {
     });
 }
 
-void dpdk_device::configure_port() {
+future<> dpdk_device::configure_port() {
     const std::uint16_t port = _cfg.port_id;
     auto fail = [&](const char* what, int rc) {
         return eal_error(
@@ -365,8 +382,23 @@ void dpdk_device::configure_port() {
             throw fail(fmt::format("setting up TX queue {} ({} descriptors)", q, nb_txd).c_str(), rc);
         }
     }
-    if (int rc = rte_eth_dev_start(port); rc != 0) {
-        throw fail("starting", rc);
+    int rc = rte_eth_dev_start(port);
+    if (rc != 0 && _memif_client) {
+        // A memif client connects to its server's socket when it starts, and fails while the
+        // server is not up yet: wait for it, as memif clients do, rather than make the order in
+        // which two processes start matter.
+        dpdk_log.info("port {} ({}): no memif server to connect to yet; retrying for up to {} s", port, _name,
+                      memif_connect_wait.count());
+        const auto deadline = steady_clock_type::now() + memif_connect_wait;
+        while (rc != 0 && steady_clock_type::now() < deadline) {
+            co_await sleep(std::chrono::milliseconds(100));
+            rc = rte_eth_dev_start(port);
+        }
+    }
+    if (rc != 0) {
+        throw fail(_memif_client ? "connecting to its memif server (is the server up, and the socket path right?)"
+                                 : "starting",
+                   rc);
     }
     _port_started = true;
 
@@ -676,6 +708,9 @@ void dpdk_device::free_frame(rte_mbuf*&& m) noexcept { rte_pktmbuf_free(std::exc
 bool dpdk_device::may_zero_copy(const char* addr) const noexcept {
     // A virtual device reads by virtual address (or copies); a real one DMAs, which needs memory
     // DPDK knows the IO address of.
+    if (_zc_region) [[unlikely]] {
+        return rte_mem_virt2memseg_list(addr) == _zc_region;
+    }
     return _vdev || rte_mem_virt2memseg_list(addr) != nullptr;
 }
 

@@ -28,7 +28,8 @@
 // zero_copy_threshold bytes are attached without copying (rte_pktmbuf_attach_extbuf) when the
 // port may read that memory: any memory for a virtual device (vdev bus: the PMD copies or uses
 // virtual addresses), only DPDK-registered memory (rte_mem_virt2memseg_list) for a PCI device,
-// which DMAs. Smaller fragments and the rest are copied into mbufs of the sender's pool (headers
+// which DMAs, and only the first memseg list for a memif zero-copy client (zero-copy=yes: it
+// passes offsets into that one region to its peer). Smaller fragments and the rest are copied into mbufs of the sender's pool (headers
 // are usually small, so they end up copied together in the first mbuf). The packet's deleter runs
 // on the sending shard once the PMD freed every attached mbuf: the free callback (which may run
 // on any thread: the PMD's TX completion on the queue's shard, or a peer port's RX side) queues a
@@ -45,7 +46,8 @@
 // (device_base): it fills only while the port's ring is full (rte_eth_tx_burst sends short), so
 // a sender that honours tx_room stops there, and the poller wakes it as the ring drains.
 //
-// Lifecycle: construct on shard 0 with the EAL running and smp started; start() once; stop()
+// Lifecycle: construct on shard 0 with the EAL running and smp started; start() once (a memif
+// client port waits there up to 30 s for its server's socket); stop()
 // once before destruction: pollers stop, TX buffers and frames in flight between shards are
 // freed, the port is stopped and closed (a closed port cannot be used again in this process),
 // zero-copy completions are run (waiting up to a second for a peer to free what it holds), and
@@ -185,6 +187,10 @@ private:
     net::hw_features _features;
     unsigned _queues = 1;
     bool _vdev = false;    // the port cannot DMA: any memory may go zero-copy
+    bool _memif_client = false;  // a net_memif port in the client role (start waits for its server)
+    static constexpr std::chrono::seconds memif_connect_wait{30};
+    // A memif zero-copy client: only memory of this memseg list may go zero-copy (may_zero_copy).
+    const rte_memseg_list* _zc_region = nullptr;
     bool _hw_rss = false;  // the port hashes; mbufs may carry RTE_MBUF_F_RX_RSS_HASH
     bool _rx_csum_checked = false;
     std::uint64_t _tx_offloads = 0;
@@ -201,7 +207,7 @@ private:
     const shard_part& local_part() const noexcept;
 
     future<> create_pools();
-    void configure_port();
+    future<> configure_port();
     void start_pollers();
     bool poll_queue() noexcept;
     bool rx_frame_ok(rte_mbuf* m, net::device_stats& st, dpdk_shard_stats& ds) const noexcept;

@@ -193,7 +193,8 @@ private:
     std::array<task_queue, max_scheduling_groups> _queues;
     std::uint32_t _active_mask = 0;  // bit i: group i has tasks
     std::uint64_t _min_vruntime = 0; // vruntime of the group picked last
-    lowres_clock::time_point _batch_lowres_now{};  // refreshed by every poll and task batch
+    lowres_clock::time_point _batch_lowres_now{};  // refreshed by every poll and wake-up
+    steady_clock_type::time_point _tasks_end{};    // when the last task batch ended, until the next poll
     std::vector<pollfn*> _pollers;
     internal::timer_set<steady_clock_type> _timers;
     internal::timer_set<lowres_clock> _lowres_timers;
@@ -237,7 +238,9 @@ private:
     bool poll_once();
     bool poll_fds();
     void dispatch_epoll_events(const void* events, int n) noexcept;
-    bool expire_timers();
+    /// Fire expired timers by `now` (read here when it is the epoch: no fresh reading at hand)
+    /// and `lowres_now`.
+    bool expire_timers(steady_clock_type::time_point now, lowres_clock::time_point lowres_now);
     bool check_signals();
     bool pure_poll_all();
     void maybe_sleep();

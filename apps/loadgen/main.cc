@@ -193,6 +193,9 @@ future<int> run(const cli_values& v, sharded<load_client>& clients, bool& client
         clients_running = true;
 
         co_await clients.invoke_on_all([](load_client& c) { return c.connect(); });
+        // Said on stderr so that a harness can time its own window from here (the warmup starts
+        // now; connecting may have waited for the server).
+        mlog.info("connections set up; warming up for {:g} s", v.warmup_s);
         auto start = steady_clock_type::now();
         auto measure_start =
             start + std::chrono::duration_cast<steady_clock_type::duration>(std::chrono::duration<double>(v.warmup_s));

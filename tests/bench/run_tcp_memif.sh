@@ -2,9 +2,14 @@
 # Reef's native TCP/IP stack over DPDK net_memif against the posix (kernel) stack on loopback, with
 # the same two programs, in the same run (issue 6).
 #
-# Native: reef-echo (--smp 1 --network-stack native --dpdk-pmd, 198.18.0.1/15, the memif server)
-# pinned to the server CPU, reef-loadgen (same options, 198.18.0.2, the memif client on the same
-# socket) pinned to the client CPU. Each DPDK process gets its own --file-prefix from Reef
+# Native: reef-echo (--smp 1 --network-stack native --dpdk-pmd, 198.18.0.1/15) pinned to the
+# server CPU, reef-loadgen (same options, 198.18.0.2) on the other end of the same memif socket,
+# pinned to the client CPU. memif copies every frame on one side or both: by default
+# (TCP_BENCH_SERVER_ZC=1, with hugepages) reef-echo is the memif client with zero-copy=yes and
+# --single-file-segments, so the peer's buffers are reef-echo's own mbufs and the server CPU does
+# no memif copy (as with a NIC, which DMAs), while reef-loadgen, the memif server, copies every
+# frame both ways. TCP_BENCH_SERVER_ZC=0 (or no hugepages: zero-copy needs memory with a file
+# descriptor) gives the copying layout: reef-echo is the memif server and copies too. Each DPDK process gets its own --file-prefix from Reef
 # (reef-<pid>, dataplane/eal.cc) and runs --in-memory, so the two do not meet except through memif.
 # Posix: the same binaries without the native/DPDK options, on 127.0.0.1, pinned the same way;
 # reef-echo there runs --idle-policy sleep (as in run_echo.sh: it sleeps in epoll_wait when idle,
@@ -55,7 +60,8 @@
 #   TCP_BENCH_SERVER_CPU (1), TCP_BENCH_CLIENT_CPU (0), TCP_BENCH_HUGEPAGES (1024),
 #   TCP_BENCH_BULK_SIZE (65536), TCP_BENCH_BULK_PIPELINE (8), TCP_BENCH_CASES (rr64 rr1k bulk1 bulk8 sink1 sink8),
 #   TCP_BENCH_MBUFS (32767: --dpdk-mbufs-per-shard of both DPDK processes),
-#   TCP_BENCH_DPDK_ARGS (none: extra --dpdk-args of both DPDK processes).
+#   TCP_BENCH_DPDK_ARGS (none: extra --dpdk-args of both DPDK processes),
+#   TCP_BENCH_SERVER_ZC (1: the server is memif's zero-copy client; 0: it is the copying memif server).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-${BUILD_DIR:-build-release}}
@@ -72,6 +78,7 @@ bulk_size=${TCP_BENCH_BULK_SIZE:-65536}
 bulk_pipeline=${TCP_BENCH_BULK_PIPELINE:-8}
 mbufs=${TCP_BENCH_MBUFS:-32767}
 dpdk_args=${TCP_BENCH_DPDK_ARGS:-}
+server_zc=${TCP_BENCH_SERVER_ZC:-1}
 read -r -a cases <<<"${TCP_BENCH_CASES:-rr64 rr1k bulk1 bulk8 sink1 sink8}"
 server_ip=198.18.0.1
 client_ip=198.18.0.2
@@ -279,8 +286,21 @@ fi
 # The EAL's default IOVA mode is kept (PA as root with hugepages): dpdk_device no longer looks up
 # the IO address of a zero-copy TX fragment through /proc/self/pagemap (it cost 4x in bulk
 # throughput here before; --iova-mode=va hid it).
+# Which end of memif each DPDK process is (see the top of this file).
+if [[ $server_zc == 1 && ${huge_opts[0]} == --huge-dir ]]; then
+    server_vdev="net_memif0,role=client,zero-copy=yes,socket=$sock,socket-abstract=no,mac=$server_mac"
+    client_vdev="net_memif0,role=server,socket=$sock,socket-abstract=no,mac=$client_mac"
+    server_dpdk_args="$dpdk_args --single-file-segments"
+    memif_note="reef-echo is memif's zero-copy client (no copy on the server), reef-loadgen the copying memif server"
+else
+    server_vdev="net_memif0,role=server,socket=$sock,socket-abstract=no,mac=$server_mac"
+    client_vdev="net_memif0,role=client,socket=$sock,socket-abstract=no,mac=$client_mac"
+    server_dpdk_args=$dpdk_args
+    memif_note="reef-echo is the memif server, reef-loadgen the client; both copy every frame"
+    [[ $server_zc == 1 ]] && memif_note+=" (zero-copy asked for, but it needs hugepages)"
+fi
 native_common=(--network-stack native --dpdk-pmd "${huge_opts[@]}" --dpdk-mbufs-per-shard "$mbufs"
-    --dpdk-args "$dpdk_args" --netmask-ipv4-addr 255.254.0.0 --gw-ipv4-addr "")
+    --netmask-ipv4-addr 255.254.0.0 --gw-ipv4-addr "")
 # reef-echo's control agent on the native stack: the sampler reads its reactor counters there.
 ctl_sock=$work/ctl.sock
 
@@ -297,44 +317,55 @@ run_one() {
         server_mode=(--sink-ack "$size")
         generator=(--generator sink)
     fi
-    case $stack in
-        native)
-            "${rt[@]}" taskset -c "$server_cpu" "$echo_bin" --smp 1 --cpuset "$server_cpu" "${native_common[@]}" \
-                --ctl-socket "$ctl_sock" \
-                --vdev "net_memif0,role=server,socket=$sock,socket-abstract=no,mac=$server_mac" \
-                --host-ipv4-addr "$server_ip" --address 0.0.0.0 --port "$tcp_port" --udp-port 0 "${server_mode[@]}" \
-                >"$slog" 2>&1 &
-            server_pid=$!
-            target=$server_ip:$tcp_port
-            ;;
-        posix)
-            local port
-            port=$(free_port)
-            "${rt[@]}" taskset -c "$server_cpu" "$echo_bin" --smp 1 --cpuset "$server_cpu" --network-stack posix \
-                --idle-policy sleep --ctl-socket none --address 127.0.0.1 --port "$port" --udp-port 0 \
-                "${server_mode[@]}" >"$slog" 2>&1 &
-            server_pid=$!
-            target=127.0.0.1:$port
-            ;;
-    esac
-    wait_for "$slog" "reef-echo listening" "$server_pid" "reef-echo ($stack)"
     local client_opts=()
     if [[ $stack == native ]]; then
-        client_opts=("${native_common[@]}" --ctl-socket none --vdev "net_memif0,role=client,socket=$sock,socket-abstract=no,mac=$client_mac"
+        client_opts=("${native_common[@]}" --ctl-socket none --dpdk-args "$dpdk_args" --vdev "$client_vdev"
             --host-ipv4-addr "$client_ip")
+        target=$server_ip:$tcp_port
     else
         client_opts=(--network-stack posix --ctl-socket none)
+        target=127.0.0.1:$(free_port)
     fi
-    "${rt[@]}" taskset -c "$client_cpu" "$loadgen_bin" --smp 1 --cpuset "$client_cpu" "${client_opts[@]}" \
-        --server "$target" "${generator[@]}" --connections "$conns" --request-size "$size" --pipeline "$pipeline" \
-        --warmup "$warmup" --duration "$duration" --timeout 10 --json >"$cjson" 2>"$clog" &
-    client_pid=$!
+    start_server() {
+        case $stack in
+            native)
+                "${rt[@]}" taskset -c "$server_cpu" "$echo_bin" --smp 1 --cpuset "$server_cpu" "${native_common[@]}" \
+                    --ctl-socket "$ctl_sock" \
+                    --dpdk-args "$server_dpdk_args" --vdev "$server_vdev" \
+                    --host-ipv4-addr "$server_ip" --address 0.0.0.0 --port "$tcp_port" --udp-port 0 \
+                    "${server_mode[@]}" >"$slog" 2>&1 &
+                ;;
+            posix)
+                "${rt[@]}" taskset -c "$server_cpu" "$echo_bin" --smp 1 --cpuset "$server_cpu" --network-stack posix \
+                    --idle-policy sleep --ctl-socket none --address 127.0.0.1 --port "${target##*:}" --udp-port 0 \
+                    "${server_mode[@]}" >"$slog" 2>&1 &
+                ;;
+        esac
+        server_pid=$!
+    }
+    start_client() {
+        "${rt[@]}" taskset -c "$client_cpu" "$loadgen_bin" --smp 1 --cpuset "$client_cpu" "${client_opts[@]}" \
+            --server "$target" "${generator[@]}" --connections "$conns" --request-size "$size" --pipeline "$pipeline" \
+            --warmup "$warmup" --duration "$duration" --timeout 10 --json >"$cjson" 2>"$clog" &
+        client_pid=$!
+    }
+    if [[ $stack == native && $server_vdev == *role=client* ]]; then
+        # The memif server (reef-loadgen) goes first: the client's port start connects to its
+        # socket (and would wait for it). reef-loadgen's ARP requests are retried until reef-echo
+        # is up, and its window starts once its connections are.
+        start_client
+        start_server
+        wait_for "$slog" "reef-echo listening" "$server_pid" "reef-echo ($stack)"
+    else
+        start_server
+        wait_for "$slog" "reef-echo listening" "$server_pid" "reef-echo ($stack)"
+        start_client
+    fi
     # The CPU window is timed by a sampler at a higher real-time priority than the programs (a
     # normal process, like this shell, may not run for a long while next to two busy SCHED_RR
-    # processes). The generator connects once its stack is up (for DPDK: after the EAL and the port
-    # start; the sampler waits for that line), and its warmup counts from there.
-    local ready_pattern= agent_sock=
-    [[ $stack == native ]] && ready_pattern="DPDK port .* started" && agent_sock=$ctl_sock
+    # processes). It starts once the generator's connections are up (its warmup counts from there).
+    local ready_pattern="connections set up" agent_sock=
+    [[ $stack == native ]] && agent_sock=$ctl_sock
     local rc=0
     "${rt_sampler[@]}" /usr/bin/python3 "$work/sampler.py" "$clog" "$ready_pattern" "$server_pid" "$client_pid" \
         "$warmup" "$duration" "$ticks_per_s" "$agent_sock" >"$work/cpu.$tag.txt" || rc=$?
@@ -402,7 +433,7 @@ PY
 }
 
 echo "TCP over memif benchmark: cases ${cases[*]}; $rounds rounds of ${duration} s after ${warmup} s warmup;" \
-    "reef-echo on CPU $server_cpu, reef-loadgen on CPU $client_cpu; $huge_note;" \
+    "reef-echo on CPU $server_cpu, reef-loadgen on CPU $client_cpu; $huge_note; $memif_note;" \
     "$([[ $rt_used == 1 ]] && echo "SCHED_RR 1" || echo "normal priority")" >&2
 for ((r = 1; r <= rounds; r++)); do
     for c in "${cases[@]}"; do
@@ -419,13 +450,14 @@ done
 cat "$work"/run.*.json >"$work/runs.jsonl"
 /usr/bin/python3 - "$work/runs.jsonl" "$out/tcp_memif.json" "$out/tcp_memif.txt" "$duration" "$warmup" \
     "$server_cpu" "$client_cpu" "$rt_used" "$huge_note" "$build" "$bulk_size" "$bulk_pipeline" "${cases[*]}" \
-    "$dpdk_args" <<'PY'
+    "$dpdk_args" "$memif_note" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 dur, warm, scpu, ccpu, rt, huge_note, build = (float(sys.argv[4]), float(sys.argv[5]), sys.argv[6], sys.argv[7],
                                                sys.argv[8] == "1", sys.argv[9], sys.argv[10])
 bulk_size, bulk_pipe, cases = int(sys.argv[11]), int(sys.argv[12]), sys.argv[13].split()
 dpdk_args = sys.argv[14]
+memif_note = sys.argv[15]
 shapes = {"rr64": (64, 64, 1), "rr1k": (64, 1024, 1), "bulk1": (1, bulk_size, bulk_pipe), "bulk8": (8, bulk_size, bulk_pipe),
           "sink1": (1, bulk_size, bulk_pipe), "sink8": (8, bulk_size, bulk_pipe)}
 rr_target, bulk_target = 3.0, 20.0
@@ -485,6 +517,7 @@ for c in cases:
 result = {
     "config": {"duration_s": dur, "warmup_s": warm, "server_cpu": scpu, "client_cpu": ccpu, "rounds": len(runs) // (2 * len(cases)),
                "build": build, "realtime_priority": rt, "memory": huge_note, "native_device_mtu": mtus, "dpdk_args": dpdk_args,
+               "memif": memif_note,
                "native": "reef-echo/reef-loadgen --network-stack native --dpdk-pmd over net_memif (198.18.0.1 <- 198.18.0.2)",
                "posix": "reef-echo/reef-loadgen --network-stack posix over 127.0.0.1 (loopback)"},
     "runs": runs, "cases": summary,
@@ -502,7 +535,8 @@ lines = [
     f"loopback (same programs); reef-echo on CPU {scpu}, reef-loadgen on CPU {ccpu}; medians of "
     f"{result['config']['rounds']} interleaved rounds of {dur:g} s after {warm:g} s warmup; build {build};",
     f"{huge_note}; --dpdk-args '{dpdk_args}'; native device MTU {', '.join(map(str, mtus)) or '?'}; "
-    + ("processes at SCHED_RR priority 1" if rt else "processes at normal priority"),
+    + ("processes at SCHED_RR priority 1" if rt else "processes at normal priority") + ";",
+    memif_note + ".",
     "",
     "Request/response (pipeline 1; every answer checked byte for byte):",
     "",
