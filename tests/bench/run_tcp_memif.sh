@@ -4,12 +4,13 @@
 #
 # Native: reef-echo (--smp 1 --network-stack native --dpdk-pmd, 198.18.0.1/15) pinned to the
 # server CPU, reef-loadgen (same options, 198.18.0.2) on the other end of the same memif socket,
-# pinned to the client CPU. memif copies every frame on one side or both: by default
-# (TCP_BENCH_SERVER_ZC=1, with hugepages) reef-echo is the memif client with zero-copy=yes and
-# --single-file-segments, so the peer's buffers are reef-echo's own mbufs and the server CPU does
-# no memif copy (as with a NIC, which DMAs), while reef-loadgen, the memif server, copies every
-# frame both ways. TCP_BENCH_SERVER_ZC=0 (or no hugepages: zero-copy needs memory with a file
-# descriptor) gives the copying layout: reef-echo is the memif server and copies too. Each DPDK process gets its own --file-prefix from Reef
+# pinned to the client CPU. By default reef-echo is the memif server and both processes copy
+# every frame into or out of memif's shared buffers. With TCP_BENCH_SERVER_ZC=1 (and hugepages:
+# zero-copy needs memory with a file descriptor) reef-echo is the memif client with zero-copy=yes
+# and --single-file-segments: the peer's buffers are reef-echo's own mbufs, so the server does no
+# memif copy (as with a NIC, which DMAs), and reef-loadgen, the memif server, copies every frame
+# both ways. Measured 2026-11-27, that makes reef-loadgen the bottleneck (one-way bulk 21.7 Gbit/s
+# against 27.1 in the default layout), so it is not the default. Each DPDK process gets its own --file-prefix from Reef
 # (reef-<pid>, dataplane/eal.cc) and runs --in-memory, so the two do not meet except through memif.
 # Posix: the same binaries without the native/DPDK options, on 127.0.0.1, pinned the same way;
 # reef-echo there runs --idle-policy sleep (as in run_echo.sh: it sleeps in epoll_wait when idle,
@@ -61,7 +62,7 @@
 #   TCP_BENCH_BULK_SIZE (65536), TCP_BENCH_BULK_PIPELINE (8), TCP_BENCH_CASES (rr64 rr1k bulk1 bulk8 sink1 sink8),
 #   TCP_BENCH_MBUFS (32767: --dpdk-mbufs-per-shard of both DPDK processes),
 #   TCP_BENCH_DPDK_ARGS (none: extra --dpdk-args of both DPDK processes),
-#   TCP_BENCH_SERVER_ZC (1: the server is memif's zero-copy client; 0: it is the copying memif server).
+#   TCP_BENCH_SERVER_ZC (0: the server is the copying memif server; 1: it is memif's zero-copy client).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-${BUILD_DIR:-build-release}}
@@ -78,7 +79,7 @@ bulk_size=${TCP_BENCH_BULK_SIZE:-65536}
 bulk_pipeline=${TCP_BENCH_BULK_PIPELINE:-8}
 mbufs=${TCP_BENCH_MBUFS:-32767}
 dpdk_args=${TCP_BENCH_DPDK_ARGS:-}
-server_zc=${TCP_BENCH_SERVER_ZC:-1}
+server_zc=${TCP_BENCH_SERVER_ZC:-0}
 read -r -a cases <<<"${TCP_BENCH_CASES:-rr64 rr1k bulk1 bulk8 sink1 sink8}"
 server_ip=198.18.0.1
 client_ip=198.18.0.2
