@@ -20,21 +20,21 @@ constexpr std::size_t pattern_window = 256;
 
 class sink_generator final : public request_generator {
     std::size_t _size;
-    std::vector<char> _pattern;
+    temporary_buffer<char> _pattern;  // requests go out as shares of it, without a copy
 
 public:
     explicit sink_generator(std::size_t size) : _size(size), _pattern(size + pattern_window) {
         std::uint32_t x = 0x2545f491u;
-        for (auto& c : _pattern) {
+        for (char* c = _pattern.get_write(); c != _pattern.get_write() + _pattern.size(); ++c) {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            c = char(x >> 24);
+            *c = char(x >> 24);
         }
     }
 
     future<std::size_t> write_request(output_stream<char>& out, std::uint64_t seq) override {
-        auto f = out.write(_pattern.data() + seq % pattern_window, _size);
+        auto f = out.write(_pattern.share(seq % pattern_window, _size));
         if (f.available() && !f.failed()) {
             return make_ready_future<std::size_t>(_size);
         }

@@ -66,9 +66,8 @@ def memif_vdev(role, sock, mac, zero_copy=False):
 def run_pair(processes, echo_bin, loadgen_bin, server_args, client_args, client_first=False):
     """reef-echo on the native stack and reef-loadgen's echo generator against it (2 s, 2
     connections of pipelined 64 KiB requests); returns (loadgen JSON, reef-echo exit summary,
-    reef-echo output). The memif server must be up before its client starts (the client's port
-    start waits for its socket): with `client_first` that is reef-loadgen, whose ARP requests are
-    retried until reef-echo answers."""
+    reef-echo output). The memif server's port must have started before its client starts: with
+    `client_first` that is reef-loadgen, whose ARP requests are retried until reef-echo answers."""
     echo_argv = [echo_bin, *NATIVE, *server_args, "--host-ipv4-addr", SERVER_IP, "--address", "0.0.0.0", "--port",
                  "7", "--udp-port", "0"]
     loadgen_argv = [loadgen_bin, *NATIVE, *client_args, "--host-ipv4-addr", CLIENT_IP, "--server", f"{SERVER_IP}:7",
@@ -76,6 +75,9 @@ def run_pair(processes, echo_bin, loadgen_bin, server_args, client_args, client_
                     "--duration", "2", "--timeout", "10", "--json"]
     if client_first:
         loadgen = processes.start(loadgen_argv)
+        # memif's handshake fails when the client connects before the server's port has started
+        # (and a DPDK memif client does not try again).
+        loadgen.wait_for(r"DPDK port \S+ \(\S+\) started", timeout=60)
         echo = processes.start(echo_argv)
     else:
         echo = processes.start(echo_argv)

@@ -351,10 +351,12 @@ run_one() {
         client_pid=$!
     }
     if [[ $stack == native && $server_vdev == *role=client* ]]; then
-        # The memif server (reef-loadgen) goes first: the client's port start connects to its
-        # socket (and would wait for it). reef-loadgen's ARP requests are retried until reef-echo
-        # is up, and its window starts once its connections are.
+        # The memif server (reef-loadgen) goes first: memif's handshake fails when the client
+        # connects before the server's port has started, and a DPDK memif client does not try
+        # again. reef-loadgen's ARP requests are retried until reef-echo is up, and its window
+        # starts once its connections are.
         start_client
+        wait_for "$clog" "DPDK port .* started" "$client_pid" "reef-loadgen ($stack)"
         start_server
         wait_for "$slog" "reef-echo listening" "$server_pid" "reef-echo ($stack)"
     else
