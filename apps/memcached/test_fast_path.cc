@@ -104,6 +104,31 @@ TEST(memcached_fast_path, set_then_get_answered_in_place) {
     EXPECT_EQ(fx.stats.fastpath_sets, 1u);
 }
 
+TEST(memcached_fast_path, reused_results_never_leak_the_previous_answer) {
+    // The fast path keeps its op result (and the value string in it) from one datagram to the
+    // next: a shorter value, a miss and a set after a hit must each come out on their own.
+    fixture fx;
+    auto f = frame("set long 1 0 12\r\nabcdefghijkl\r\n");
+    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
+    f = frame("set short 2 0 3\r\nxyz\r\n");
+    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
+    f = frame("get long\r\n");
+    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
+    expect_valid_reply(f, "VALUE long 1 12\r\nabcdefghijkl\r\nEND\r\n");
+    f = frame("get short\r\n");
+    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
+    expect_valid_reply(f, "VALUE short 2 3\r\nxyz\r\nEND\r\n");
+    f = frame("get nothing\r\n");
+    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
+    expect_valid_reply(f, "END\r\n");
+    f = frame("set short 3 0 1\r\nq\r\n");
+    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
+    expect_valid_reply(f, "STORED\r\n");
+    f = frame("get short\r\n");
+    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
+    expect_valid_reply(f, "VALUE short 3 1\r\nq\r\nEND\r\n");
+}
+
 TEST(memcached_fast_path, passes_what_it_cannot_serve) {
     fixture fx;
     // A key of the other shard (of two).

@@ -91,9 +91,10 @@ fast_path_verdict answer_in_place(char* h, std::size_t& len, std::size_t room, c
         if ((!is_get && !is_set) || cmd.protocol == proto::meta || shard_of(o.hash, shards) != shard) {
             return fast_path_verdict::not_ours;
         }
-        op_result r = execute_op(cache, o, lim.now);
-        std::vector<op_result> results;
-        results.push_back(std::move(r));
+        // Kept from one datagram to the next: a hit writes its value into the string the last one
+        // left (no allocation per request).
+        static thread_local std::vector<op_result> results(1);
+        execute_op(cache, o, lim.now, results[0]);
         format_reply(cmd, results, reply);
         if (stats) {
             ++(is_get ? stats->fastpath_gets : stats->fastpath_sets);
