@@ -87,19 +87,20 @@ void expect_valid_reply(const std::string& f, std::string_view payload) {
     EXPECT_EQ(f.substr(50), payload);
 }
 
+// `request` answered in place with `payload`.
+void expect_answer(fixture& fx, const std::string& request, std::string_view payload) {
+    auto f = frame(request);
+    ASSERT_EQ(fx.run(f), fast_path_verdict::answered) << request;
+    expect_valid_reply(f, payload);
+}
+
 }  // namespace
 
 TEST(memcached_fast_path, set_then_get_answered_in_place) {
     fixture fx;
-    auto f = frame("set k 3 0 2\r\nhi\r\n");
-    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
-    expect_valid_reply(f, "STORED\r\n");
-    f = frame("get k\r\n");
-    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
-    expect_valid_reply(f, "VALUE k 3 2\r\nhi\r\nEND\r\n");
-    f = frame("get missing\r\n");
-    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
-    expect_valid_reply(f, "END\r\n");
+    expect_answer(fx, "set k 3 0 2\r\nhi\r\n", "STORED\r\n");
+    expect_answer(fx, "get k\r\n", "VALUE k 3 2\r\nhi\r\nEND\r\n");
+    expect_answer(fx, "get missing\r\n", "END\r\n");
     EXPECT_EQ(fx.stats.fastpath_gets, 2u);
     EXPECT_EQ(fx.stats.fastpath_sets, 1u);
 }
@@ -108,25 +109,13 @@ TEST(memcached_fast_path, reused_results_never_leak_the_previous_answer) {
     // The fast path keeps its op result (and the value string in it) from one datagram to the
     // next: a shorter value, a miss and a set after a hit must each come out on their own.
     fixture fx;
-    auto f = frame("set long 1 0 12\r\nabcdefghijkl\r\n");
-    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
-    f = frame("set short 2 0 3\r\nxyz\r\n");
-    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
-    f = frame("get long\r\n");
-    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
-    expect_valid_reply(f, "VALUE long 1 12\r\nabcdefghijkl\r\nEND\r\n");
-    f = frame("get short\r\n");
-    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
-    expect_valid_reply(f, "VALUE short 2 3\r\nxyz\r\nEND\r\n");
-    f = frame("get nothing\r\n");
-    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
-    expect_valid_reply(f, "END\r\n");
-    f = frame("set short 3 0 1\r\nq\r\n");
-    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
-    expect_valid_reply(f, "STORED\r\n");
-    f = frame("get short\r\n");
-    ASSERT_EQ(fx.run(f), fast_path_verdict::answered);
-    expect_valid_reply(f, "VALUE short 3 1\r\nq\r\nEND\r\n");
+    expect_answer(fx, "set long 1 0 12\r\nabcdefghijkl\r\n", "STORED\r\n");
+    expect_answer(fx, "set short 2 0 3\r\nxyz\r\n", "STORED\r\n");
+    expect_answer(fx, "get long\r\n", "VALUE long 1 12\r\nabcdefghijkl\r\nEND\r\n");
+    expect_answer(fx, "get short\r\n", "VALUE short 2 3\r\nxyz\r\nEND\r\n");
+    expect_answer(fx, "get nothing\r\n", "END\r\n");
+    expect_answer(fx, "set short 3 0 1\r\nq\r\n", "STORED\r\n");
+    expect_answer(fx, "get short\r\n", "VALUE short 3 1\r\nq\r\nEND\r\n");
 }
 
 TEST(memcached_fast_path, passes_what_it_cannot_serve) {
