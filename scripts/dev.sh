@@ -43,7 +43,7 @@ BUILD_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true -Dallocator=reef)
 ASAN_DIR=build-asan
 # shellcheck disable=SC2054  # the comma belongs to the option value
 ASAN_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
-    -Dbenchmarks=false)
+    -Dbenchmarks=false -Ddebug_info=lines)
 RELEASE_DIR=build-release
 RELEASE_OPTS=(-Dbuildtype=release -Db_ndebug=true -Dwerror=true -Dtests=false -Dbenchmarks=true -Dallocator=reef)
 
@@ -173,9 +173,30 @@ stage_unit() {
     meson_test "$BUILD_DIR"
 }
 
+# The executables meson's tests run (and what they depend on), as ninja targets: the ASan tree
+# builds those and not the programs no test runs there.
+test_targets() {
+    local dir=$1
+    "$PYTHON" - "$dir" <<'PY'
+import json, os, subprocess, sys
+d = sys.argv[1]
+intro = lambda what: json.loads(subprocess.run(["meson", "introspect", d, what], check=True,
+                                               capture_output=True, text=True).stdout)
+ids = {dep for t in intro("--tests") for dep in t["depends"]}
+for t in intro("--targets"):
+    if t["id"] in ids:
+        for f in t["filename"]:
+            print(os.path.relpath(f, os.path.realpath(d)))
+PY
+}
+
 stage_asan() {
     configure "$ASAN_DIR" "${ASAN_OPTS[@]}"
-    ninja_build "$ASAN_DIR"
+    local targets
+    targets=$(test_targets "$ASAN_DIR") || die "cannot list the tests of $ASAN_DIR"
+    [[ -n $targets ]] || die "meson lists no tests in $ASAN_DIR"
+    # shellcheck disable=SC2086  # one target per word
+    ninja_build "$ASAN_DIR" $targets
     say "unit tests under ASan+UBSan ($ASAN_DIR)"
     ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
         UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
