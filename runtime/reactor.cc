@@ -1,6 +1,7 @@
 #include "runtime/reactor.hh"
 
 #include "runtime/backtrace.hh"
+#include "runtime/coarse_clock.hh"
 #include "runtime/coroutine.hh"
 #include "runtime/log.hh"
 #include "runtime/pollable_fd.hh"
@@ -76,6 +77,9 @@ const char* to_string(idle_policy p) noexcept {
 }
 
 namespace {
+
+// Read once: how far this poll's coarse time may be behind the precise clock (expire_timers).
+const std::chrono::nanoseconds coarse_lag = coarse_clock_lag();
 
 int quota_signal() { return SIGRTMIN + 2; }
 
@@ -492,7 +496,12 @@ void reactor::run_some_tasks() {
 
 bool reactor::expire_timers(steady_clock_type::time_point now, lowres_clock::time_point lowres_now) {
     bool work = false;
-    if (!_timers.empty()) {
+    // No fresh precise reading at hand: the coarse time of this poll says whether one is needed.
+    // When the earliest timer lies beyond what the coarse clock's lag could hide, nothing can have
+    // expired and the round costs no clock read (a busy NIC poller runs rounds of a few hundred ns,
+    // where the read alone was 10% of the shard's time in a bulk transfer).
+    if (!_timers.empty() && (now != steady_clock_type::time_point{} ||
+                             _timers.next().time_since_epoch() <= lowres_now.time_since_epoch() + coarse_lag)) {
         if (now == steady_clock_type::time_point{}) {
             now = steady_clock_type::now();
         }

@@ -2,6 +2,8 @@
 
 #include "stack/native/interface.hh"
 
+#include "runtime/coarse_clock.hh"
+
 #include <algorithm>
 
 namespace reef::net::native {
@@ -38,7 +40,7 @@ void arp::flush() {
 
 std::optional<ethernet_address> arp::lookup(ipv4_addr ip) const {
     auto it = _table.find(ip.ip);
-    if (it == _table.end() || !it->second.resolved || it->second.expires <= clock::now()) {
+    if (it == _table.end() || !it->second.resolved || it->second.expires <= coarse_steady_now()) {
         return std::nullopt;
     }
     return it->second.mac;
@@ -55,10 +57,11 @@ void arp::enqueue(entry& e, packet&& p) {
 }
 
 void arp::send(ipv4_addr next_hop, packet ip_packet) {
-    auto now = clock::now();
     auto [it, fresh] = _table.try_emplace(next_hop.ip);
     auto& e = it->second;
-    if (e.resolved && e.expires > now) {
+    // Every packet sent passes here: the coarse clock (an entry lives a few ms past its expiry
+    // at most) instead of a precise read per packet.
+    if (e.resolved && e.expires > coarse_steady_now()) {
         transmit(e.mac, std::move(ip_packet));
         return;
     }

@@ -1,5 +1,7 @@
 #include "reactor_test.hh"
+#include "runtime/coarse_clock.hh"
 #include "runtime/future_util.hh"
+#include "runtime/reactor.hh"
 #include "runtime/timer.hh"
 
 #include <gmock/gmock.h>
@@ -230,6 +232,44 @@ REEF_TEST(timer, callback_runs_in_the_timers_scheduling_group) {
     co_await sleep(10ms);
     EXPECT_EQ(seen, 5u);
     EXPECT_EQ(current_scheduling_group().id(), 0u);
+}
+
+// The reactor skips the precise clock read in rounds that run no task while the earliest timer
+// lies beyond what the coarse clock's lag could hide; that rests on this bound.
+TEST(coarse_clock, is_never_ahead_of_the_precise_clock_and_lags_it_by_at_most_the_bound) {
+    const auto lag = coarse_clock_lag();
+    EXPECT_GT(lag, 0ns);
+    EXPECT_LE(lag, 100ms);
+    for (int i = 0; i < 100000; ++i) {
+        auto c1 = coarse_steady_now();
+        auto p = steady_clock_type::now();
+        auto c2 = coarse_steady_now();  // read after p: its true time is later than p's
+        ASSERT_LE(c1, p);
+        ASSERT_GE(c2 + lag, p);
+    }
+}
+
+// A poller that always finds work keeps the reactor in rounds without tasks, where timers are
+// checked against the coarse time first: a timer beyond the lag must still fire, never early.
+REEF_TEST(timer, fires_on_time_while_a_busy_poller_keeps_rounds_free_of_tasks) {
+    struct busy_poller final : pollfn {
+        bool poll() override { return true; }
+        bool pure_poll() override { return true; }
+    };
+    poller busy(std::make_unique<busy_poller>());
+    const auto delay = std::chrono::duration_cast<std::chrono::nanoseconds>(3 * coarse_clock_lag() + 5ms);
+    int fired = 0;
+    steady_clock_type::time_point when{};
+    timer<> t([&] {
+        ++fired;
+        when = steady_clock_type::now();
+    });
+    auto t0 = steady_clock_type::now();
+    t.arm(delay);
+    co_await sleep(delay + 300ms);
+    EXPECT_EQ(fired, 1);
+    EXPECT_GE(when - t0, delay);  // never early
+    EXPECT_LT(when - t0, delay + 300ms);
 }
 
 REEF_TEST(timer, fired_timers_are_counted) {
