@@ -62,7 +62,9 @@
 #   TCP_BENCH_BULK_SIZE (65536), TCP_BENCH_BULK_PIPELINE (8), TCP_BENCH_CASES (rr64 rr1k bulk1 bulk8 sink1 sink8),
 #   TCP_BENCH_MBUFS (32767: --dpdk-mbufs-per-shard of both DPDK processes),
 #   TCP_BENCH_DPDK_ARGS (none: extra --dpdk-args of both DPDK processes),
-#   TCP_BENCH_SERVER_ZC (0: the server is the copying memif server; 1: it is memif's zero-copy client).
+#   TCP_BENCH_SERVER_ZC (0: the server is the copying memif server; 1: it is memif's zero-copy client),
+#   TCP_BENCH_PERF (unset: a directory; each native run's measured window is profiled there with
+#   `perf record -e cpu-clock` (a flat profile), one file per process: native.CASE.ROUND.{server,client}.data).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-${BUILD_DIR:-build-release}}
@@ -80,6 +82,11 @@ bulk_pipeline=${TCP_BENCH_BULK_PIPELINE:-8}
 mbufs=${TCP_BENCH_MBUFS:-32767}
 dpdk_args=${TCP_BENCH_DPDK_ARGS:-}
 server_zc=${TCP_BENCH_SERVER_ZC:-0}
+perf_dir=${TCP_BENCH_PERF:-}
+if [[ -n $perf_dir ]]; then
+    command -v perf >/dev/null || { echo "run_tcp_memif.sh: TCP_BENCH_PERF needs perf (linux-perf)" >&2; exit 1; }
+    mkdir -p "$perf_dir"
+fi
 read -r -a cases <<<"${TCP_BENCH_CASES:-rr64 rr1k bulk1 bulk8 sink1 sink8}"
 server_ip=198.18.0.1
 client_ip=198.18.0.2
@@ -369,6 +376,17 @@ run_one() {
     # processes). It starts once the generator's connections are up (its warmup counts from there).
     local ready_pattern="connections set up" agent_sock=
     [[ $stack == native ]] && agent_sock=$ctl_sock
+    if [[ -n $perf_dir && $stack == native ]]; then
+        # The same window as the sampler's, at its priority (perf must drain its buffers next to
+        # two busy real-time processes).
+        local p who
+        for who in server client; do
+            [[ $who == server ]] && p=$server_pid || p=$client_pid
+            (wait_for "$clog" "$ready_pattern" "$client_pid" "reef-loadgen" && sleep "$warmup" &&
+                exec "${rt_sampler[@]}" perf record -q -e cpu-clock -F 1999 -p "$p" -o "$perf_dir/$tag.$who.data" -- sleep "$duration") \
+                >/dev/null 2>&1 &
+        done
+    fi
     local rc=0
     "${rt_sampler[@]}" /usr/bin/python3 "$work/sampler.py" "$clog" "$ready_pattern" "$server_pid" "$client_pid" \
         "$warmup" "$duration" "$ticks_per_s" "$agent_sock" >"$work/cpu.$tag.txt" || rc=$?
