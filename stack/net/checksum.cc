@@ -8,6 +8,10 @@
 #include <algorithm>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace reef::net {
 
 namespace {
@@ -19,11 +23,15 @@ inline std::uint64_t add_carry(std::uint64_t a, std::uint64_t b) noexcept {
     return r + carry;
 }
 
+}  // namespace
+
+namespace detail {
+
 // One's complement sum of host-order 16-bit words (a last odd byte counts as if followed by a zero
 // byte), not yet folded. Summing 64-bit words with end-around carry gives the same folded sum
 // (RFC 1071 2.(B), "parallel summation"); four independent sums over 32 bytes a step keep the
 // carries from serializing the loop (1.4x the speed of 32-bit words into a 64-bit sum at -O3).
-std::uint64_t raw_sum(const unsigned char* p, std::size_t len) noexcept {
+std::uint64_t checksum_raw_sum_scalar(const unsigned char* p, std::size_t len) noexcept {
     std::uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     while (len >= 32) {
         std::uint64_t w[4];
@@ -65,6 +73,63 @@ std::uint64_t raw_sum(const unsigned char* p, std::size_t len) noexcept {
         tail += w;
     }
     return add_carry(s, tail);
+}
+
+#if defined(__x86_64__)
+// The same sum 32 bytes a step in AVX2 registers: the sixteen 16-bit words are widened into 32-bit
+// lanes and added there, with no carries to chase (a lane takes one word per step, so it cannot
+// overflow within 65536 steps; the lanes are emptied into the 64-bit sum every 1 MiB). Received
+// TCP segments are checksummed in software on devices without offload (memif), where the scalar
+// sum was 8-14% of a bulk receiver's time.
+__attribute__((target("avx2"))) std::uint64_t checksum_raw_sum_avx2(const unsigned char* p, std::size_t len) noexcept {
+    const __m256i zero = _mm256_setzero_si256();
+    std::uint64_t s = 0;
+    while (len >= 32) {
+        std::size_t steps = std::min<std::size_t>(len / 32, std::size_t(1) << 15);
+        __m256i lo = zero, hi = zero;
+        for (std::size_t i = 0; i < steps; ++i) {
+            __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+            lo = _mm256_add_epi32(lo, _mm256_unpacklo_epi16(v, zero));
+            hi = _mm256_add_epi32(hi, _mm256_unpackhi_epi16(v, zero));
+            p += 32;
+        }
+        len -= steps * 32;
+        alignas(32) std::uint32_t lanes[16];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), lo);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 8), hi);
+        for (std::uint32_t l : lanes) {
+            s += l;  // at most 16 * 2^31: no carry out of 64 bits
+        }
+    }
+    return add_carry(s, checksum_raw_sum_scalar(p, len));
+}
+
+bool checksum_have_avx2() noexcept {
+    static const bool have = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") != 0;
+    }();
+    return have;
+}
+#else
+std::uint64_t checksum_raw_sum_avx2(const unsigned char* p, std::size_t len) noexcept {
+    return checksum_raw_sum_scalar(p, len);
+}
+
+bool checksum_have_avx2() noexcept { return false; }
+#endif
+
+}  // namespace detail
+
+namespace {
+
+// Below a few vectors the scalar loop wins (no lanes to empty).
+constexpr std::size_t avx2_min_len = 128;
+// Read once at start-up: the branch in raw_sum is then a plain load.
+const bool use_avx2 = detail::checksum_have_avx2();
+
+std::uint64_t raw_sum(const unsigned char* p, std::size_t len) noexcept {
+    return len >= avx2_min_len && use_avx2 ? detail::checksum_raw_sum_avx2(p, len) : detail::checksum_raw_sum_scalar(p, len);
 }
 
 std::uint16_t fold(std::uint64_t s) noexcept {

@@ -34,6 +34,15 @@ public:
     std::uint16_t folded_sum() const noexcept;
 };
 
+namespace detail {
+/// The unfolded one's complement sum of [p, p + len) as checksummer::add takes it: the portable
+/// loop, the AVX2 one (x86-64; the portable loop elsewhere), and whether this CPU has AVX2 (add
+/// uses the AVX2 loop for pieces of 128 bytes and more when it does). For tests and benchmarks.
+std::uint64_t checksum_raw_sum_scalar(const unsigned char* p, std::size_t len) noexcept;
+std::uint64_t checksum_raw_sum_avx2(const unsigned char* p, std::size_t len) noexcept;
+bool checksum_have_avx2() noexcept;
+}  // namespace detail
+
 /// Checksum of [data, data + len) (an IPv4 header with its checksum field zeroed, say).
 std::uint16_t internet_checksum(const void* data, std::size_t len) noexcept;
 

@@ -106,6 +106,46 @@ TEST(checksum, carries_at_every_word_and_alignment) {
     }
 }
 
+namespace {
+std::uint16_t fold64(std::uint64_t s) {
+    while (s >> 16) {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    return std::uint16_t(s);
+}
+}  // namespace
+
+// The AVX2 loop (pieces of 128 bytes and more on CPUs that have it) against the portable one, at
+// every length up to a few hundred bytes from every start alignment, and over 3 MiB of 0xff, where
+// its 32-bit lanes are emptied every 1 MiB and would overflow if they were not.
+TEST(checksum, avx2_loop_matches_the_portable_one) {
+    if (!detail::checksum_have_avx2()) {
+        GTEST_SKIP() << "this CPU has no AVX2: checksummer uses the portable loop only";
+    }
+    std::mt19937 rng(13);
+    auto r = random_bytes(rng, 4096 + 64);
+    std::string ones(4096 + 64, '\xff');
+    for (const std::string* buf : {&r, &ones}) {
+        const auto* b = reinterpret_cast<const unsigned char*>(buf->data());
+        for (std::size_t start = 0; start < 32; ++start) {
+            for (std::size_t len = 0; len <= 600; ++len) {
+                ASSERT_EQ(fold64(detail::checksum_raw_sum_avx2(b + start, len)),
+                          fold64(detail::checksum_raw_sum_scalar(b + start, len)))
+                    << len << " bytes at " << start;
+            }
+            for (std::size_t len : {1448u, 1460u, 4096u}) {
+                ASSERT_EQ(fold64(detail::checksum_raw_sum_avx2(b + start, len)),
+                          fold64(detail::checksum_raw_sum_scalar(b + start, len)))
+                    << len << " bytes at " << start;
+            }
+        }
+    }
+    std::string big(3 * 1024 * 1024 + 17, '\xff');
+    EXPECT_EQ(internet_checksum(big.data(), big.size()), reference(big));
+    const auto* b = reinterpret_cast<const unsigned char*>(big.data());
+    EXPECT_EQ(fold64(detail::checksum_raw_sum_avx2(b, big.size())), fold64(detail::checksum_raw_sum_scalar(b, big.size())));
+}
+
 TEST(checksum, ipv4_header_known_value) {
     // The classic example header (checksum 0xb861).
     const unsigned char hdr[20] = {0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11,
