@@ -9,6 +9,8 @@
 //
 // Usage: epoll_echo_floor [--address A] [--port P]   (default 127.0.0.1:7000; port 0 picks one)
 // Prints "ready <address>:<port>" on stdout once listening. Stops on SIGINT/SIGTERM.
+#include "floor_listener.hh"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -28,14 +30,9 @@
 
 namespace {
 
-volatile std::sig_atomic_t stop_requested = 0;
+using floor_util::stop_requested;
 
-void on_signal(int) { stop_requested = 1; }
-
-[[noreturn]] void die(const char* what) {
-    std::fprintf(stderr, "epoll_echo_floor: %s: %s\n", what, std::strerror(errno));
-    std::exit(1);
-}
+[[noreturn]] void die(const char* what) { floor_util::die("epoll_echo_floor", what); }
 
 // Bytes a connection could not write yet. Only connections with a short write have one.
 struct pending {
@@ -184,6 +181,7 @@ public:
 }  // namespace
 
 int main(int argc, char** argv) {
+    const char* prog = "epoll_echo_floor";
     std::string address = "127.0.0.1";
     int port = 7000;
     for (int i = 1; i < argc; ++i) {
@@ -191,63 +189,16 @@ int main(int argc, char** argv) {
         if (a == "--address" && i + 1 < argc) {
             address = argv[++i];
         } else if (a == "--port" && i + 1 < argc) {
-            char* end = nullptr;
-            long v = std::strtol(argv[++i], &end, 10);
-            if (*end != '\0' || v < 0 || v > 65535) {
-                std::fprintf(stderr, "epoll_echo_floor: --port: '%s' is not a port 0-65535\n", argv[i]);
-                return 2;
-            }
-            port = int(v);
+            port = floor_util::parse_port(prog, argv[++i]);
         } else {
             std::fprintf(stderr, "usage: epoll_echo_floor [--address IPV4] [--port P]\n");
             return 2;
         }
     }
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(std::uint16_t(port));
-    if (::inet_pton(AF_INET, address.c_str(), &sa.sin_addr) != 1) {
-        std::fprintf(stderr, "epoll_echo_floor: --address: '%s' is not an IPv4 address\n", address.c_str());
-        return 2;
-    }
-
-    struct sigaction act {};
-    act.sa_handler = on_signal;  // no SA_RESTART: epoll_wait returns EINTR and the loop ends
-    ::sigaction(SIGINT, &act, nullptr);
-    ::sigaction(SIGTERM, &act, nullptr);
-    ::signal(SIGPIPE, SIG_IGN);
-
-    int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (listener < 0) {
-        die("socket");
-    }
-    int one = 1;
-    ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(listener, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) < 0) {
-        die("bind");
-    }
-    if (::listen(listener, 1024) < 0) {
-        die("listen");
-    }
-    socklen_t len = sizeof(sa);
-    ::getsockname(listener, reinterpret_cast<sockaddr*>(&sa), &len);
-
-    int ep = ::epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0) {
-        die("epoll_create1");
-    }
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = listener;
-    if (::epoll_ctl(ep, EPOLL_CTL_ADD, listener, &ev) < 0) {
-        die("epoll_ctl(ADD listener)");
-    }
-
-    std::printf("ready %s:%u\n", address.c_str(), unsigned(ntohs(sa.sin_port)));
-    std::fflush(stdout);
-
-    floor_server(ep, listener).run();
-    ::close(ep);
-    ::close(listener);
+    floor_util::handle_signals();
+    auto l = floor_util::listen_or_exit(prog, address, port);
+    floor_server(l.ep, l.listener).run();
+    ::close(l.ep);
+    ::close(l.listener);
     return 0;
 }

@@ -11,6 +11,10 @@
 # server's sendmsg also runs the client socket's receive path), which bounds what any user-space
 # server can gain; the table's last lines give that bound from stock memcached's own split.
 #
+# Over TCP a third server runs in every round, tests/bench/memcached_floor.cc (--busy-poll): the
+# least a kernel-socket server can do per request. Its ops/s against stock's show how much room the
+# machine and memcaslap leave at all (memcaslap's one thread is close to saturated on loopback).
+#
 # Targets (issue 8, posix stack on loopback): reef >= 1.2x stock's ops/s and <= 0.85x its CPU per
 # op; reported as met or MISSED (a miss does not fail the run; a broken run does).
 #
@@ -20,7 +24,7 @@
 # Environment: MC_BENCH_ROUNDS (5), MC_BENCH_DURATION (10, seconds per run),
 #   MC_BENCH_CONCURRENCY ("16 64 256"), MC_BENCH_TRANSPORTS ("tcp udp"), MC_BENCH_FIXED_TPS (20k,
 #   "" to skip), MC_BENCH_SERVER_CPU (0), MC_BENCH_CLIENT_CPU (1), MC_BENCH_REEF_IDLE (reef's
-#   --idle-policy; default: the runtime's default).
+#   --idle-policy; default: the runtime's default), MC_BENCH_FLOOR (1; 0 leaves the floor server out).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-${BUILD_DIR:-build-release}}
@@ -35,6 +39,12 @@ fixed_tps=${MC_BENCH_FIXED_TPS-20k}
 server_cpu=${MC_BENCH_SERVER_CPU:-0}
 client_cpu=${MC_BENCH_CLIENT_CPU:-1}
 reef_idle=${MC_BENCH_REEF_IDLE:-}
+with_floor=${MC_BENCH_FLOOR:-1}
+floor_bin=$build/tests/bench/memcached_floor
+if [[ $with_floor == 1 && ! -x $floor_bin ]]; then
+    echo "run_memcached.sh: $floor_bin is missing (build $build with -Dbenchmarks=true, or MC_BENCH_FLOOR=0)" >&2
+    exit 1
+fi
 
 reef_bin=$build/apps/memcached/reef-memcached
 [[ -x $reef_bin ]] || { echo "run_memcached.sh: $reef_bin is missing (build $build first)" >&2; exit 1; }
@@ -114,6 +124,9 @@ run_one() {
             taskset -c "$server_cpu" "$reef_bin" --smp 1 --cpuset "$server_cpu" --ctl-socket none "${idle[@]}" \
                 -l 127.0.0.1 -p "$port" -U "$port" -m 1024 >"$log" 2>&1 &
             ;;
+        floor)
+            taskset -c "$server_cpu" "$floor_bin" --port "$port" --busy-poll >"$log" 2>&1 &
+            ;;
         stock)
             taskset -c "$server_cpu" memcached -u nobody -t 1 -l 127.0.0.1 -p "$port" -U "$port" -m 1024 >"$log" 2>&1 &
             ;;
@@ -188,6 +201,9 @@ for ((r = 1; r <= rounds; r++)); do
             fi
             run_one reef "$transport" "$c" "" "$r"
             run_one stock "$transport" "$c" "" "$r"
+            if [[ $with_floor == 1 && $transport == tcp ]]; then
+                run_one floor "$transport" "$c" "" "$r"
+            fi
         done
         if [[ -n $fixed_tps ]]; then
             run_one reef "$transport" 16 "$fixed_tps" "$r"
@@ -224,6 +240,14 @@ for tr, conc, tps in cases:
         st = med["stock"]
         entry["ceiling_ops_ratio_zero_user_time"] = st["cpu_us_per_op"] / st["sys_us_per_op"]
         entry["ceiling_ops_ratio_reef_kernel_work"] = st["cpu_us_per_op"] / med["reef"]["sys_us_per_op"]
+        fl = [r for r in runs if (r["transport"], r["concurrency"], r["offered_tps"] or "", r["server"]) == (tr, conc, tps, "floor")]
+        if fl:
+            entry["floor_ops_per_s"] = statistics.median(r["ops_per_s"] for r in fl)
+            entry["floor_ops_ratio_over_stock"] = entry["floor_ops_per_s"] / med["stock"]["ops_per_s"]
+            entry["floor_rounds_ratio_over_stock"] = sorted(
+                f["ops_per_s"] / s["ops_per_s"] for f in fl for s in runs
+                if s["server"] == "stock" and s["round"] == f["round"]
+                and (s["transport"], s["concurrency"], s["offered_tps"] or "") == (tr, conc, tps))
     results.append(entry)
     table.append(f"| {tr} | {conc} | {tps or 'max'} | {med['reef']['ops_per_s']:,.0f} | {med['stock']['ops_per_s']:,.0f} "
                  f"| {ops_ratio:.2f}x | {med['reef']['cpu_us_per_op']:.2f} | {med['stock']['cpu_us_per_op']:.2f} "
@@ -244,6 +268,15 @@ lines = ["reef-memcached (--smp 1) vs memcached (-t 1), posix stack on loopback,
 if retries:
     lines += ["", f"memcaslap's UDP client aborted (ms_sort_udp_packet assertion) in {len(retries)} run(s), each made "
               "again once: " + ", ".join(f"{r[0]} c={r[2]} round {r[3]}" for r in retries)]
+floor = [e for e in results if "floor_ops_per_s" in e]
+if floor:
+    lines += ["", "The floor (tests/bench/memcached_floor.cc --busy-poll: the least work per request, no Reef) against "
+              "stock, same rounds: what this machine and memcaslap leave to gain at all"]
+    for e in floor:
+        lines.append(f"  {e['transport']} c={e['concurrency']}: floor {e['floor_ops_per_s']:,.0f} ops/s = "
+                     f"{e['floor_ops_ratio_over_stock']:.2f}x stock (rounds: "
+                     + ", ".join(f"{x:.2f}" for x in e["floor_rounds_ratio_over_stock"]) + "), reef "
+                     f"{e['ops_ratio_reef_over_stock']:.2f}x")
 lines += ["", "Targets at saturation: ops ratio >= 1.2x and CPU per op <= 0.85x"]
 for e in results:
     if "targets" in e:
