@@ -5,14 +5,11 @@
 namespace reef {
 
 std::chrono::nanoseconds coarse_clock_lag() noexcept {
-    static const std::chrono::nanoseconds lag = [] {
-        timespec res{};
-        if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) != 0 || (res.tv_sec == 0 && res.tv_nsec == 0)) {
-            return std::chrono::nanoseconds(std::chrono::milliseconds(20));  // HZ=100 with margin
-        }
-        return 2 * std::chrono::nanoseconds(std::int64_t(res.tv_sec) * 1000000000 + res.tv_nsec);
-    }();
-    return lag;
+    timespec res{};
+    if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) != 0 || (res.tv_sec == 0 && res.tv_nsec == 0)) {
+        return std::chrono::milliseconds(20);  // HZ=100 with margin
+    }
+    return 2 * std::chrono::nanoseconds(std::int64_t(res.tv_sec) * 1000000000 + res.tv_nsec);
 }
 
 }  // namespace reef

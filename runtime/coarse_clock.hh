@@ -18,7 +18,7 @@ inline steady_clock_type::time_point coarse_steady_now() noexcept {
 }
 
 /// How far lowres_clock may lag the precise clock: twice the coarse clock's resolution (one tick,
-/// clock_getres), so a late tick stays within it. Computed once per process.
+/// clock_getres), so a late tick stays within it. A system call: callers keep the value.
 std::chrono::nanoseconds coarse_clock_lag() noexcept;
 
 }  // namespace reef

@@ -41,9 +41,9 @@ REEF_PACKAGES="build-essential meson ninja-build ccache pkg-config
 BUILD_DIR=build
 BUILD_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true -Dallocator=reef)
 ASAN_DIR=build-asan
-# shellcheck disable=SC2054  # the comma belongs to the option value
 # Line tables for debug info and no PIE keep the ASan tree small (it links the runtime and the
 # stack into every test: position-independent, each carried some 40 MB of dynamic relocations).
+# shellcheck disable=SC2054  # the comma belongs to the option value
 ASAN_OPTS=(-Dbuildtype=debugoptimized -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
     -Dbenchmarks=false -Ddebug_info=lines -Dcpp_link_args=-no-pie)
 RELEASE_DIR=build-release

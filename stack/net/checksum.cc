@@ -105,11 +105,8 @@ __attribute__((target("avx2"))) std::uint64_t checksum_raw_sum_avx2(const unsign
 }
 
 bool checksum_have_avx2() noexcept {
-    static const bool have = [] {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") != 0;
-    }();
-    return have;
+    __builtin_cpu_init();  // may run before libgcc's own initializer (use_avx2 below is a global)
+    return __builtin_cpu_supports("avx2") != 0;
 }
 #else
 std::uint64_t checksum_raw_sum_avx2(const unsigned char* p, std::size_t len) noexcept {

@@ -47,8 +47,7 @@ struct item {
 
 struct connection {
     std::string in;         // received bytes not yet answered (a partial request)
-    std::string out;        // replies the socket did not take yet
-    bool waiting_out = false;
+    std::string out;        // replies the socket did not take yet: the connection waits for EPOLLOUT
 };
 
 class floor_server {
@@ -168,7 +167,8 @@ class floor_server {
         return done;
     }
 
-    // Write `data`; keep what the socket did not take and wait for EPOLLOUT. False: closed.
+    // Write [p, p+n); what the socket did not take goes to c.out. False: the connection failed and
+    // was closed.
     bool send_or_keep(int fd, connection& c, const char* p, std::size_t n) {
         while (n) {
             ssize_t w = ::write(fd, p, n);
@@ -187,8 +187,6 @@ class floor_server {
         }
         if (n) {
             c.out.assign(p, n);
-            c.waiting_out = true;
-            set_events(fd, EPOLLOUT);  // read nothing more until the replies are gone
         }
         return true;
     }
@@ -215,17 +213,17 @@ class floor_server {
             close_conn(fd);  // no newline, or a value larger than any set may carry
             return;
         }
-        if (!_reply.empty()) {
-            send_or_keep(fd, c, _reply.data(), _reply.size());
+        if (!_reply.empty() && send_or_keep(fd, c, _reply.data(), _reply.size()) && !c.out.empty()) {
+            set_events(fd, EPOLLOUT);  // read nothing more until the replies are gone
         }
     }
 
     void on_writable(int fd, connection& c) {
         std::string out = std::move(c.out);
         c.out.clear();
-        c.waiting_out = false;
-        set_events(fd, EPOLLIN);
-        send_or_keep(fd, c, out.data(), out.size());
+        if (send_or_keep(fd, c, out.data(), out.size()) && c.out.empty()) {
+            set_events(fd, EPOLLIN);
+        }
     }
 
 public:
@@ -252,7 +250,7 @@ public:
                 if (it == _conns.end()) {
                     continue;
                 }
-                if (it->second.waiting_out) {
+                if (!it->second.out.empty()) {
                     on_writable(fd, it->second);
                 } else {
                     // EPOLLIN, or EPOLLHUP/EPOLLERR: the read reports EOF or the error.
