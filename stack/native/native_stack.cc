@@ -268,6 +268,7 @@ void native_stack::register_metrics() {
     tcp.counter("keepalive_timeouts", "Connections aborted by keepalive", ts.keepalive_timeouts);
     tcp.counter("zero_window_probes", "Zero-window probes sent", ts.zero_window_probes);
     tcp.counter("delayed_acks", "ACKs sent by the delayed-ACK timer", ts.delayed_acks);
+    tcp.counter("round_acks", "ACKs of in-order data sent at the end of a reactor round", ts.round_acks);
     tcp.counter("resets_sent", "RSTs sent", ts.resets_sent);
     tcp.counter("resets_received", "RSTs received", ts.resets_received);
     tcp.counter("challenge_acks", "RFC 5961 challenge ACKs sent", ts.challenge_acks);

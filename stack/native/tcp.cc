@@ -6,6 +6,7 @@
 #include "runtime/coroutine.hh"
 #include "runtime/future_util.hh"
 #include "runtime/log.hh"
+#include "runtime/reactor.hh"
 #include "runtime/smp.hh"
 #include "stack/native/tcp_connection.hh"
 #include "stack/net/checksum.hh"
@@ -114,6 +115,8 @@ tcp::tcp(tcp_lower& lower, tcp_config cfg) : _lower(lower), _cfg(cfg), _start(st
 tcp::~tcp() {
     // First, while everything a connection's destructor may touch is still here.
     _tx_waiters.clear();
+    _acks_owed.clear();
+    _ack_poller.reset();
     for (auto& [k, l] : _listeners) {
         l->detach();
     }
@@ -605,6 +608,67 @@ void tcp::tx_ready() {
             break;
         }
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Acknowledgments of in-order data, once per reactor round
+//
+// RFC 5681 4.2 asks for an ACK of at least every second full-sized segment. Sent as each second
+// segment is processed, that is one pure ACK per two segments of a bulk transfer: built,
+// checksummed and sent here, received and processed by the sender, ~0.9 M frames/s each way at
+// 20 Gbit/s. Segments that arrive together (one RX burst of the device) are acknowledged once,
+// after the round's pollers have run, as Linux does for the segments GRO merges: the ACK covers
+// the whole burst (a "stretch ACK", RFC 2525 2.13, bounded here by one burst). A segment that
+// fills a hole, arrives out of order or carries a FIN is still acknowledged at once, and data the
+// application sends before the round ends carries the ACK instead.
+
+namespace {
+class ack_flush_poller final : public pollfn {
+    tcp& _t;
+    const std::vector<lw_shared_ptr<tcp_connection>>& _owed;
+
+public:
+    ack_flush_poller(tcp& t, const std::vector<lw_shared_ptr<tcp_connection>>& owed) : _t(t), _owed(owed) {}
+    bool poll() override {
+        if (_owed.empty()) {
+            return false;
+        }
+        _t.flush_owed_acks();
+        return true;
+    }
+    bool pure_poll() override { return !_owed.empty(); }
+};
+}  // namespace
+
+void tcp::owe_ack(tcp_connection& c) {
+    if (c._ack_owed) {
+        return;
+    }
+    if (!_ack_poller) {
+        _ack_poller = std::make_unique<poller>(std::make_unique<ack_flush_poller>(*this, _acks_owed));
+    }
+    _acks_owed.push_back(c.shared_from_this());
+    c._ack_owed = true;
+}
+
+void tcp::flush_owed_acks() {
+    // Swapped out first: sending may deliver to a stack in the same reactor that owes ACKs anew.
+    std::swap(_acks_owed, _acks_flushing);
+    for (auto& c : _acks_flushing) {
+        c->_ack_owed = false;
+        if (!c->_unacked_segs) {
+            continue;  // a segment of its own carried the ACK
+        }
+        try {
+            ++_stats.round_acks;
+            c->send_ack();
+        } catch (...) {
+            // Only this ACK is lost (bad_alloc building it); the next segment or the peer's
+            // retransmission brings another.
+            native::native_log.warn("TCP ACK failed: {}", exception_message(std::current_exception()));
+        }
+    }
+    _acks_flushing.clear();
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@
 //                       simultaneous open and close), graceful close, abort, the socket glue
 //                       (send/receive buffers with back-pressure into output_stream).
 //  - tcp_input.cc:      segment arrival (RFC 9293 3.10.7), PAWS (RFC 7323 5), challenge ACKs
-//                       (RFC 5961), ACK processing, reassembly, delayed ACK policy (RFC 5681 4.2).
+//                       (RFC 5961), ACK processing, reassembly, delayed ACK policy (RFC 5681 4.2;
+//                       the ACK of in-order data goes out at the round's end: tcp::owe_ack).
 //  - tcp_output.cc:     segment building, Nagle (RFC 9293 3.7.4), receiver and sender silly
 //                       window avoidance, retransmission, checksums or their offload.
 //  - tcp_timers.cc:     RTO (RFC 6298) with back-off and abort, delayed ACK, persist (zero-window
@@ -40,6 +41,10 @@
 #include <random>
 #include <unordered_map>
 #include <vector>
+
+namespace reef {
+class poller;
+}
 
 namespace reef::net {
 
@@ -185,6 +190,7 @@ struct tcp_stats {
     std::uint64_t keepalive_timeouts = 0;
     std::uint64_t zero_window_probes = 0;
     std::uint64_t delayed_acks = 0;  ///< ACKs sent by the delayed-ACK timer
+    std::uint64_t round_acks = 0;    ///< ACKs of in-order data sent at the end of a reactor round
     std::uint64_t resets_sent = 0;
     std::uint64_t resets_received = 0;
     std::uint64_t challenge_acks = 0;             ///< RFC 5961 challenge ACKs sent
@@ -328,6 +334,11 @@ public:
     void unlisten(tcp_listener* l) noexcept;
     /// `c` stopped sending because tx_room() was 0: it runs its output again from tx_ready().
     void wait_for_tx(tcp_connection& c);
+    /// `c` owes the peer an ACK of in-order data (RFC 5681 4.2: every second segment). It goes
+    /// out when this reactor round's pollers have run, unless a segment of `c` carries it first.
+    void owe_ack(tcp_connection& c);
+    /// Send the ACKs owed (the round's end; tcp's own poller calls it).
+    void flush_owed_acks();
     /// Timestamp clock (RFC 7323 5.4): milliseconds, from now().
     std::uint32_t ts_now() const noexcept;
     /// The steady clock, as read once for the pass in progress (time_scope), else read now.
@@ -381,6 +392,10 @@ private:
     // Connections stopped by back-pressure, in the order they stopped (each at most once:
     // tcp_connection::_tx_waiting). A ring, so that a steady flow of waits does not allocate.
     circular_buffer<lw_shared_ptr<tcp_connection>> _tx_waiters;
+    // Connections owing an ACK of in-order data, each once (tcp_connection::_ack_owed), and the
+    // poller that sends them; made on first use, as a `tcp` may exist before its reactor runs.
+    std::vector<lw_shared_ptr<tcp_connection>> _acks_owed, _acks_flushing;
+    std::unique_ptr<poller> _ack_poller;
     std::mt19937_64 _rng;
     std::chrono::steady_clock::time_point _start;
     std::chrono::steady_clock::time_point _now;  // valid while a time_scope lives

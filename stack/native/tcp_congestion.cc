@@ -6,8 +6,12 @@
 
 namespace reef::net {
 
+// RFC 3465 byte counting without its per-ACK limit L, as Linux's tcp_slow_start: receivers that
+// acknowledge a receive burst at once (GRO, Reef's own tcp::owe_ack) cover many segments with one
+// ACK, and L = 1 or 2 SMSS would turn slow start nearly linear for them. The window stops at
+// ssthresh; congestion avoidance takes it from there.
 void tcp_slow_start(tcp_window_state& w, std::uint64_t acked) noexcept {
-    w.cwnd += std::min<std::uint64_t>(acked, w.mss);
+    w.cwnd = std::min(w.cwnd + acked, std::max(w.cwnd, w.ssthresh));
 }
 
 namespace {

@@ -38,7 +38,8 @@ public:
                         std::chrono::steady_clock::time_point now) noexcept = 0;
 };
 
-/// RFC 5681 slow start: grow by at most one SMSS per ACK (RFC 3465 L = 1 SMSS, byte counting).
+/// Slow start (RFC 5681 3.1): grow by the bytes an ACK acknowledges (RFC 3465 byte counting, no
+/// per-ACK limit), up to ssthresh.
 void tcp_slow_start(tcp_window_state& w, std::uint64_t acked) noexcept;
 
 std::unique_ptr<tcp_congestion_control> make_tcp_congestion_control(tcp_congestion_algorithm a);

@@ -259,6 +259,7 @@ private:
     // ---- ACK scheduling
     bool _ack_now = false;
     bool _ack_deferred = false;  // send_ack() met a full device: tcp::tx_ready() sends it
+    bool _ack_owed = false;      // in tcp::_acks_owed: an ACK goes out at the round's end
     unsigned _unacked_segs = 0;
     timer<clock> _delack_timer;
 

@@ -121,7 +121,7 @@ void tcp_connection::input(tcp_segment seg) {
     output();
     if (_ack_now) {
         send_ack();
-    } else if (_unacked_segs) {
+    } else if (_unacked_segs && !_ack_owed) {
         schedule_ack();
     }
 }
@@ -579,9 +579,11 @@ void tcp_connection::data_input(tcp_segment& seg) {
             // RFC 5681 4.2: an ACK at once when a segment fills (part of) a hole.
             _ack_now = true;
         } else if (len) {
-            // RFC 5681 4.2: ACK at least every second full-sized segment; else delay.
+            // RFC 5681 4.2: ACK at least every second full-sized segment; else delay. The ACK
+            // waits for the end of the reactor round, so a burst of segments draws one
+            // (tcp::owe_ack).
             if (++_unacked_segs >= 2) {
-                _ack_now = true;
+                _tcp->owe_ack(*this);
             }
         }
         if ((fin && fin_seq == _rcv_nxt) || ooo_fin) {

@@ -41,56 +41,6 @@ future<int> wait_error(future<T> f) {
     co_return 0;
 }
 
-// What the client side of a connection would put in its next segment: taken from the last
-// segment it sent.
-struct client_view {
-    std::uint16_t sport;
-    tcp_seq seq;  // the client's SND.NXT
-    tcp_seq ack;  // the client's RCV.NXT
-    std::uint32_t tsval;
-};
-
-client_view view_of(const tcp_test_link& link) {
-    for (auto it = link.log.rbegin(); it != link.log.rend(); ++it) {
-        if (it->from == 0) {
-            auto len =
-                std::int64_t(it->payload_len) + (it->h.has(tcp_flag::fin) ? 1 : 0) + (it->h.has(tcp_flag::syn) ? 1 : 0);
-            return client_view{it->h.src_port, it->h.seq + len, it->h.ack, it->opts.tsval};
-        }
-    }
-    return {};
-}
-
-tcp_header hdr(std::uint16_t sport, std::uint16_t dport, tcp_seq seq, tcp_seq ack, std::uint8_t flags,
-               std::uint16_t window = 1000) {
-    tcp_header h;
-    h.src_port = sport;
-    h.dst_port = dport;
-    h.seq = seq;
-    h.ack = ack;
-    h.flags = flags;
-    h.window = window;
-    return h;
-}
-
-tcp_options ts_opts(std::uint32_t tsval) {
-    tcp_options o;
-    o.has_timestamps = true;
-    o.tsval = tsval;
-    return o;
-}
-
-// Segments the server sent since log index `from`.
-std::vector<seen_segment> replies_since(const tcp_test_link& link, std::size_t from) {
-    std::vector<seen_segment> out;
-    for (std::size_t i = from; i < link.log.size(); ++i) {
-        if (link.log[i].from == 1) {
-            out.push_back(link.log[i]);
-        }
-    }
-    return out;
-}
-
 }  // namespace
 
 REEF_TEST(tcp_bad_input, malformed_segments_are_dropped_and_counted) {

@@ -407,3 +407,66 @@ REEF_TEST(tcp_transfer, checksum_offload_and_tso) {
     EXPECT_GT(link.a->stats().retransmitted_segments, 0u);
     EXPECT_EQ(link.a->stats().drop_bad_checksum + link.b->stats().drop_bad_checksum, 0u);
 }
+
+// RFC 5681 4.2 with the ACK of in-order data sent at the end of the reactor round (tcp::owe_ack):
+// segments that arrive in one round draw one ACK covering them all, once the round's pollers have
+// run; segments in separate rounds still draw one per second segment; a lone segment waits for
+// the delayed-ACK timer; an out-of-order segment and one that fills a hole are answered at once.
+REEF_TEST(tcp_transfer, in_order_segments_of_one_round_draw_one_ack) {
+    auto cb = tcp_test_link::test_config();
+    cb.delayed_ack = 5s;  // never within the test: a lone segment stays unacknowledged
+    tcp_test_link link(tcp_test_link::test_config(), cb);
+    auto ss = link.b->listen(sa(addr_b, 80));
+    auto p = co_await open_pair(link, ss);
+    // The segments below are injected as if a sent them; a never learns of them, so b's answers
+    // must not reach it (it would answer an ACK of data it never sent).
+    link.drop_if = [](const seen_segment& s) { return s.from == 1; };
+    auto v = view_of(link);
+    auto& st = link.b->stats();
+    const std::string chunk(1000, 'x');
+    auto inject = [&](std::int64_t off) {
+        link.b->received(addr_a, addr_b,
+                         craft(addr_a, addr_b, hdr(v.sport, 80, v.seq + off, v.ack, tcp_flag::ack), ts_opts(v.tsval), chunk));
+    };
+    auto round_end = [] { return sleep(std::chrono::milliseconds(1)); };  // a timer fires in a later round
+
+    auto n = link.log.size();
+    auto rounds0 = st.round_acks;
+    for (int i = 0; i < 6; ++i) {
+        inject(i * 1000);
+    }
+    EXPECT_EQ(replies_since(link, n).size(), 0u);  // nothing while the round's segments arrive
+    co_await round_end();
+    auto r = replies_since(link, n);
+    REEF_ASSERT(r.size() == 1);
+    EXPECT_EQ(r[0].h.ack, v.seq + 6000);
+    EXPECT_EQ(r[0].payload_len, 0u);
+    EXPECT_EQ(st.round_acks, rounds0 + 1);
+
+    // One segment per round: the first waits (delayed ACK), the second draws the ACK of both.
+    n = link.log.size();
+    inject(6000);
+    co_await round_end();
+    EXPECT_EQ(replies_since(link, n).size(), 0u);
+    inject(7000);
+    co_await round_end();
+    r = replies_since(link, n);
+    REEF_ASSERT(r.size() == 1);
+    EXPECT_EQ(r[0].h.ack, v.seq + 8000);
+
+    // Out of order (a hole at 8000): a duplicate ACK with a SACK block at once, not at the round's end.
+    n = link.log.size();
+    inject(9000);
+    r = replies_since(link, n);
+    REEF_ASSERT(r.size() == 1);
+    EXPECT_EQ(r[0].h.ack, v.seq + 8000);
+    EXPECT_EQ(r[0].opts.nr_sack, 1u);
+    // The segment that fills the hole: acknowledged at once, up to the end of what was queued.
+    inject(8000);
+    r = replies_since(link, n);
+    REEF_ASSERT(r.size() == 2);
+    EXPECT_EQ(r[1].h.ack, v.seq + 10000);
+    co_await round_end();
+    EXPECT_EQ(replies_since(link, n).size(), 2u);  // and nothing more at the round's end
+    EXPECT_EQ(st.delayed_acks, 0u);
+}

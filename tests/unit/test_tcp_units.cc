@@ -200,7 +200,15 @@ TEST(tcp_congestion, newreno_and_cubic_reduce_and_grow) {
         w.cwnd = 10000;
         auto now = std::chrono::steady_clock::now();
         cc->on_ack(w, 1000, true, now, std::chrono::milliseconds(1));
-        EXPECT_EQ(w.cwnd, 11000u);  // slow start: + min(acked, SMSS)
+        EXPECT_EQ(w.cwnd, 11000u);  // slow start: + acked
+        cc->on_ack(w, 16000, true, now, std::chrono::milliseconds(1));
+        EXPECT_EQ(w.cwnd, 27000u);  // an ACK of a whole receive burst counts in full
+        w.ssthresh = 30000;
+        cc->on_ack(w, 16000, true, now, std::chrono::milliseconds(1));
+        EXPECT_EQ(w.cwnd, 30000u);  // slow start stops at ssthresh
+        w.ssthresh = UINT64_MAX;
+        w.cwnd = 10000;
+        cc->on_ack(w, 1000, true, now, std::chrono::milliseconds(1));
         cc->on_congestion_event(w, 20000, now);
         if (algo == tcp_congestion_algorithm::newreno) {
             EXPECT_EQ(w.ssthresh, 10000u);  // RFC 5681 eq. 4
