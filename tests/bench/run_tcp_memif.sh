@@ -24,7 +24,11 @@
 #   bulk8   throughput, 8 connections, same requests and pipeline
 #   sink1   one-way throughput (as iperf measures it), 1 connection: reef-echo --sink-ack SIZE drops
 #           the data and answers each request's worth with an 8-byte byte count, which
-#           reef-loadgen --generator sink checks; same request size and pipeline as bulk
+#           reef-loadgen --generator sink checks; same request size as bulk, pipeline
+#           TCP_BENCH_SINK_PIPELINE (16): iperf streams without waiting for answers, and with 8
+#           requests (512 KiB) outstanding one connection is bound by the answers' round trip
+#           (2026-11-27, same binaries alternating: native sink1 17.3-17.6 Gbit/s at 8, 28.2-28.6 at 16
+#           in the runs the machine was quiet)
 #   sink8   the same over 8 connections
 # Throughput is the payload rate one way (answered request bytes / s, in Gbit/s). In bulk the echo
 # moves the same bytes back, so the wire carries them both ways and the server both receives and
@@ -59,12 +63,13 @@
 # Usage: tests/bench/run_tcp_memif.sh [BUILD_DIR]   (a release build; scripts/dev.sh bench passes it)
 # Environment: TCP_BENCH_ROUNDS (3), TCP_BENCH_DURATION (8), TCP_BENCH_WARMUP (2), TCP_BENCH_RT (1),
 #   TCP_BENCH_SERVER_CPU (1), TCP_BENCH_CLIENT_CPU (0), TCP_BENCH_HUGEPAGES (1024),
-#   TCP_BENCH_BULK_SIZE (65536), TCP_BENCH_BULK_PIPELINE (8), TCP_BENCH_CASES (rr64 rr1k bulk1 bulk8 sink1 sink8),
+#   TCP_BENCH_BULK_SIZE (65536), TCP_BENCH_BULK_PIPELINE (8), TCP_BENCH_SINK_PIPELINE (16), TCP_BENCH_CASES (rr64 rr1k bulk1 bulk8 sink1 sink8),
 #   TCP_BENCH_MBUFS (32767: --dpdk-mbufs-per-shard of both DPDK processes),
 #   TCP_BENCH_DPDK_ARGS (none: extra --dpdk-args of both DPDK processes),
 #   TCP_BENCH_SERVER_ZC (0: the server is the copying memif server; 1: it is memif's zero-copy client),
 #   TCP_BENCH_PERF (unset: a directory; each native run's measured window is profiled there with
-#   `perf record -e cpu-clock` (a flat profile), one file per process: native.CASE.ROUND.{server,client}.data).
+#   `perf record -e cpu-clock` (a flat profile), one file per process: native.CASE.ROUND.{server,client}.data),
+#   TCP_BENCH_PERF_ARGS (-F 1999: perf record's sampling options, e.g. "-F 499 --call-graph dwarf,16384").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-${BUILD_DIR:-build-release}}
@@ -79,10 +84,12 @@ client_cpu=${TCP_BENCH_CLIENT_CPU:-0}
 want_pages=${TCP_BENCH_HUGEPAGES:-1024}
 bulk_size=${TCP_BENCH_BULK_SIZE:-65536}
 bulk_pipeline=${TCP_BENCH_BULK_PIPELINE:-8}
+sink_pipeline=${TCP_BENCH_SINK_PIPELINE:-16}
 mbufs=${TCP_BENCH_MBUFS:-32767}
 dpdk_args=${TCP_BENCH_DPDK_ARGS:-}
 server_zc=${TCP_BENCH_SERVER_ZC:-0}
 perf_dir=${TCP_BENCH_PERF:-}
+read -ra perf_args <<<"${TCP_BENCH_PERF_ARGS:--F 1999}"
 if [[ -n $perf_dir ]]; then
     command -v perf >/dev/null || { echo "run_tcp_memif.sh: TCP_BENCH_PERF needs perf (linux-perf)" >&2; exit 1; }
     mkdir -p "$perf_dir"
@@ -119,8 +126,8 @@ case_shape() {
         rr1k) echo "64 1024 1 rr" ;;
         bulk1) echo "1 $bulk_size $bulk_pipeline bulk" ;;
         bulk8) echo "8 $bulk_size $bulk_pipeline bulk" ;;
-        sink1) echo "1 $bulk_size $bulk_pipeline sink" ;;
-        sink8) echo "8 $bulk_size $bulk_pipeline sink" ;;
+        sink1) echo "1 $bulk_size $sink_pipeline sink" ;;
+        sink8) echo "8 $bulk_size $sink_pipeline sink" ;;
         *) echo "run_tcp_memif.sh: unknown case '$1' (rr64 rr1k bulk1 bulk8 sink1 sink8)" >&2; return 1 ;;
     esac
 }
@@ -383,7 +390,7 @@ run_one() {
         for who in server client; do
             [[ $who == server ]] && p=$server_pid || p=$client_pid
             (wait_for "$clog" "$ready_pattern" "$client_pid" "reef-loadgen" && sleep "$warmup" &&
-                exec "${rt_sampler[@]}" perf record -q -e cpu-clock -F 1999 -p "$p" -o "$perf_dir/$tag.$who.data" -- sleep "$duration") \
+                exec "${rt_sampler[@]}" perf record -q -e cpu-clock "${perf_args[@]}" -p "$p" -o "$perf_dir/$tag.$who.data" -- sleep "$duration") \
                 >/dev/null 2>&1 &
         done
     fi
@@ -471,7 +478,7 @@ done
 cat "$work"/run.*.json >"$work/runs.jsonl"
 /usr/bin/python3 - "$work/runs.jsonl" "$out/tcp_memif.json" "$out/tcp_memif.txt" "$duration" "$warmup" \
     "$server_cpu" "$client_cpu" "$rt_used" "$huge_note" "$build" "$bulk_size" "$bulk_pipeline" "${cases[*]}" \
-    "$dpdk_args" "$memif_note" <<'PY'
+    "$dpdk_args" "$memif_note" "$sink_pipeline" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 dur, warm, scpu, ccpu, rt, huge_note, build = (float(sys.argv[4]), float(sys.argv[5]), sys.argv[6], sys.argv[7],
@@ -479,8 +486,9 @@ dur, warm, scpu, ccpu, rt, huge_note, build = (float(sys.argv[4]), float(sys.arg
 bulk_size, bulk_pipe, cases = int(sys.argv[11]), int(sys.argv[12]), sys.argv[13].split()
 dpdk_args = sys.argv[14]
 memif_note = sys.argv[15]
+sink_pipe = int(sys.argv[16])
 shapes = {"rr64": (64, 64, 1), "rr1k": (64, 1024, 1), "bulk1": (1, bulk_size, bulk_pipe), "bulk8": (8, bulk_size, bulk_pipe),
-          "sink1": (1, bulk_size, bulk_pipe), "sink8": (8, bulk_size, bulk_pipe)}
+          "sink1": (1, bulk_size, sink_pipe), "sink8": (8, bulk_size, sink_pipe)}
 rr_target, bulk_target = 3.0, 20.0
 mtus = sorted({r["device_mtu"] for r in runs if r["stack"] == "native" and r["device_mtu"]})
 
@@ -578,7 +586,7 @@ for c in cases:
                      f"| {f(100 * m['client_cpu_util'], '.0f')}% | {f(m['p50_us'], '.1f')} | {f(m['p99_us'], '.1f')} |")
 lines += [
     "",
-    f"Bulk ({bulk_size}-byte requests, pipeline {bulk_pipe}; Gbit/s of payload one way. bulk: the echo carries the",
+    f"Bulk ({bulk_size}-byte requests, pipeline {bulk_pipe}, sink {sink_pipe}; Gbit/s of payload one way. bulk: the echo carries the",
     "same bytes back, so the link moves them both ways, every byte checked; sink: one way, reef-echo --sink-ack",
     "answers each request with a byte count, which is checked, the bytes are covered by the TCP checksum):",
     "",
