@@ -55,14 +55,19 @@
 # Isolation: with TCP_BENCH_RT=1 (the default, if chrt works) every process runs SCHED_RR priority
 # 1 (see run_memif_echo.sh). Rounds interleave the stacks case by case (native first in odd
 # rounds, posix first in even ones); medians over rounds.
-# Hugepages (as run_memif_echo.sh): 2 MiB pages are reserved (TCP_BENCH_HUGEPAGES, default 1024,
-# only if fewer are reserved) and a private hugetlbfs is mounted for the run, both restored at
-# exit; without root or pages the DPDK processes run --no-huge and the results say so.
+# Memory: the DPDK processes run --no-huge unless TCP_BENCH_HUGE=1 (or TCP_BENCH_SERVER_ZC=1, which
+# needs them). On this VM, 2 MiB hugepages made memif's copies bimodal: from one run to the next the
+# sender spent 20% or 54-63% of its time in memif's TX copy and free (2026-11-27, same binaries,
+# native sink8 rounds 26.0, 12.2, 11.5, then 13.0, 10.6, 21.4 Gbit/s), while --no-huge gave sink1
+# 22.0-24.6 and sink8 23.2-25.3 in every round. With TCP_BENCH_HUGE=1, as run_memif_echo.sh:
+# 2 MiB pages are reserved (TCP_BENCH_HUGEPAGES, default 1024, only if fewer are reserved) and a
+# private hugetlbfs is mounted for the run, both restored at exit; without root or pages the DPDK
+# processes run --no-huge. The results say which.
 #
 # Writes $BENCH_RESULTS_DIR/tcp_memif.txt (table) and tcp_memif.json (every run and the medians).
 # Usage: tests/bench/run_tcp_memif.sh [BUILD_DIR]   (a release build; scripts/dev.sh bench passes it)
 # Environment: TCP_BENCH_ROUNDS (3), TCP_BENCH_DURATION (8), TCP_BENCH_WARMUP (2), TCP_BENCH_RT (1),
-#   TCP_BENCH_SERVER_CPU (1), TCP_BENCH_CLIENT_CPU (0), TCP_BENCH_HUGEPAGES (1024),
+#   TCP_BENCH_SERVER_CPU (1), TCP_BENCH_CLIENT_CPU (0), TCP_BENCH_HUGE (0), TCP_BENCH_HUGEPAGES (1024),
 #   TCP_BENCH_BULK_SIZE (65536), TCP_BENCH_BULK_PIPELINE (8), TCP_BENCH_SINK_PIPELINE (16), TCP_BENCH_CASES (rr64 rr1k bulk1 bulk8 sink1 sink8),
 #   TCP_BENCH_MBUFS (32767: --dpdk-mbufs-per-shard of both DPDK processes),
 #   TCP_BENCH_DPDK_ARGS (none: extra --dpdk-args of both DPDK processes),
@@ -88,6 +93,8 @@ sink_pipeline=${TCP_BENCH_SINK_PIPELINE:-16}
 mbufs=${TCP_BENCH_MBUFS:-32767}
 dpdk_args=${TCP_BENCH_DPDK_ARGS:-}
 server_zc=${TCP_BENCH_SERVER_ZC:-0}
+use_huge=${TCP_BENCH_HUGE:-0}
+[[ $server_zc == 1 ]] && use_huge=1
 perf_dir=${TCP_BENCH_PERF:-}
 read -ra perf_args <<<"${TCP_BENCH_PERF_ARGS:--F 1999}"
 if [[ -n $perf_dir ]]; then
@@ -165,7 +172,9 @@ trap 'exit 130' INT TERM
 # Hugepages when we can have them; else --no-huge, said in the results.
 huge_opts=(--no-huge)
 huge_note="no hugepages (--no-huge)"
-if [[ $(id -u) == 0 && -w $nr_file ]]; then
+if [[ $use_huge != 1 ]]; then
+    huge_note="no hugepages (--no-huge; TCP_BENCH_HUGE=1 for them)"
+elif [[ $(id -u) == 0 && -w $nr_file ]]; then
     old_pages=$(<"$nr_file")
     if ((old_pages < want_pages)); then
         echo "$want_pages" >"$nr_file" 2>/dev/null || true
