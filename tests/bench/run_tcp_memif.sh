@@ -56,10 +56,10 @@
 # 1 (see run_memif_echo.sh). Rounds interleave the stacks case by case (native first in odd
 # rounds, posix first in even ones); medians over rounds.
 # Memory: the DPDK processes run --no-huge unless TCP_BENCH_HUGE=1 (or TCP_BENCH_SERVER_ZC=1, which
-# needs them). On this VM, 2 MiB hugepages made memif's copies bimodal: from one run to the next the
-# sender spent 20% or 54-63% of its time in memif's TX copy and free (2026-11-27, same binaries,
-# native sink8 rounds 26.0, 12.2, 11.5, then 13.0, 10.6, 21.4 Gbit/s), while --no-huge gave sink1
-# 22.0-24.6 and sink8 23.2-25.3 in every round. With TCP_BENCH_HUGE=1, as run_memif_echo.sh:
+# needs them). On this VM memif's copies have a slow mode: in some rounds the sender spends 54-63%
+# of its time in memif's TX copy and free instead of 20%. On 2026-11-27 it hit about a third of the
+# native sink rounds with hugepages and 2 of 18 without (docs/benchmarks.md, session 9; runs at
+# different times, so this is a lean, not a proof). With TCP_BENCH_HUGE=1, as run_memif_echo.sh:
 # 2 MiB pages are reserved (TCP_BENCH_HUGEPAGES, default 1024, only if fewer are reserved) and a
 # private hugetlbfs is mounted for the run, both restored at exit; without root or pages the DPDK
 # processes run --no-huge. The results say which.
