@@ -25,6 +25,9 @@ struct echo_config {
     /// the data is read and dropped, and each time another `sink_ack` bytes have arrived the
     /// connection is answered with the 8-byte little-endian count of bytes read so far.
     std::size_t sink_ack = 0;
+    /// Echo each received buffer as it is, without copying it into the output stream's buffer:
+    /// on the native stack the answer is sent from the received frame's own memory.
+    bool zero_copy = false;
 };
 
 /// Per-shard counters.

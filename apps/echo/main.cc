@@ -49,6 +49,7 @@ struct cli_values {
     std::string tls_cert;
     std::string tls_key;
     std::size_t sink_ack = 0;
+    bool zero_copy = false;
     bool udp_fast_path = false;
 };
 
@@ -160,6 +161,7 @@ future<int> run(const cli_values& v, const app& a, state& st) {
         cfg.tls_cert = v.tls_cert;
         cfg.tls_key = v.tls_key;
         cfg.sink_ack = v.sink_ack;
+        cfg.zero_copy = v.zero_copy;
         st.sink = v.sink_ack != 0;
         co_await servers.start(cfg);
         st.running = true;
@@ -247,6 +249,9 @@ int main(int argc, char** argv) {
                  "every BYTES bytes with the 8-byte little-endian count read so far (0: echo)")
         ->check(CLI::Range(std::size_t(0), std::size_t(1) << 40))
         ->capture_default_str();
+    o.add_flag("--zero-copy", v.zero_copy,
+               "Echo TCP data from the received buffers themselves instead of copying it into the output "
+               "stream (on the native stack, from the received frames' memory)");
     o.add_flag("--udp-fast-path", v.udp_fast_path,
                "Answer UDP echo requests arriving on the DPDK port from the packet hook, without the stack "
                "(needs --dpdk-pmd; IPv4; --address, when not the any address, limits it to that address)");
