@@ -58,7 +58,7 @@
 # Memory: the DPDK processes run --no-huge unless TCP_BENCH_HUGE=1 (or TCP_BENCH_SERVER_ZC=1, which
 # needs them). On this VM memif's copies have a slow mode: in some rounds the sender spends 54-63%
 # of its time in memif's TX copy and free instead of 20%. On 2026-11-27 it hit about a third of the
-# native sink rounds with hugepages and 3 of 24 without (docs/benchmarks.md, session 9; runs at
+# native sink rounds with hugepages and 3 of 30 without (docs/benchmarks.md, session 9; runs at
 # different times, so this is a lean, not a proof). With TCP_BENCH_HUGE=1, as run_memif_echo.sh:
 # 2 MiB pages are reserved (TCP_BENCH_HUGEPAGES, default 1024, only if fewer are reserved) and a
 # private hugetlbfs is mounted for the run, both restored at exit; without root or pages the DPDK
