@@ -622,36 +622,30 @@ void tcp::tx_ready() {
 // fills a hole, arrives out of order or carries a FIN is still acknowledged at once, and data the
 // application sends before the round ends carries the ACK instead.
 
-namespace {
-class ack_flush_poller final : public pollfn {
+class tcp::ack_flush_poller final : public pollfn {
     tcp& _t;
-    const std::vector<lw_shared_ptr<tcp_connection>>& _owed;
 
 public:
-    ack_flush_poller(tcp& t, const std::vector<lw_shared_ptr<tcp_connection>>& owed) : _t(t), _owed(owed) {}
-    bool poll() override {
-        if (_owed.empty()) {
-            return false;
-        }
-        _t.flush_owed_acks();
-        return true;
-    }
-    bool pure_poll() override { return !_owed.empty(); }
+    explicit ack_flush_poller(tcp& t) : _t(t) {}
+    bool poll() override { return _t.flush_owed_acks(); }
+    bool pure_poll() override { return !_t._acks_owed.empty(); }
 };
-}  // namespace
 
 void tcp::owe_ack(tcp_connection& c) {
     if (c._ack_owed) {
         return;
     }
     if (!_ack_poller) {
-        _ack_poller = std::make_unique<poller>(std::make_unique<ack_flush_poller>(*this, _acks_owed));
+        _ack_poller = std::make_unique<poller>(std::make_unique<ack_flush_poller>(*this));
     }
     _acks_owed.push_back(c.shared_from_this());
     c._ack_owed = true;
 }
 
-void tcp::flush_owed_acks() {
+bool tcp::flush_owed_acks() {
+    if (_acks_owed.empty()) {
+        return false;
+    }
     // Swapped out first: sending may deliver to a stack in the same reactor that owes ACKs anew.
     std::swap(_acks_owed, _acks_flushing);
     for (auto& c : _acks_flushing) {
@@ -669,6 +663,7 @@ void tcp::flush_owed_acks() {
         }
     }
     _acks_flushing.clear();
+    return true;
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -337,8 +337,6 @@ public:
     /// `c` owes the peer an ACK of in-order data (RFC 5681 4.2: every second segment). It goes
     /// out when this reactor round's pollers have run, unless a segment of `c` carries it first.
     void owe_ack(tcp_connection& c);
-    /// Send the ACKs owed (the round's end; tcp's own poller calls it).
-    void flush_owed_acks();
     /// Timestamp clock (RFC 7323 5.4): milliseconds, from now().
     std::uint32_t ts_now() const noexcept;
     /// The steady clock, as read once for the pass in progress (time_scope), else read now.
@@ -418,6 +416,9 @@ private:
     std::uint64_t keyed_hash(const void* data, std::size_t len) const noexcept;
     /// Per-connection timestamp offset (RFC 7323 7.1), a keyed hash of the tuple.
     std::uint32_t ts_offset(const four_tuple& t) const noexcept;
+    /// Send the ACKs owed (the round's end: _ack_poller). False when none was owed.
+    bool flush_owed_acks();
+    class ack_flush_poller;
 };
 
 /// The state and counters of a socket made by a native `tcp` (nullopt for other sockets).
