@@ -9,7 +9,7 @@
 //
 // Usage: epoll_echo_floor [--address A] [--port P]   (default 127.0.0.1:7000; port 0 picks one)
 // Prints "ready <address>:<port>" on stdout once listening. Stops on SIGINT/SIGTERM.
-#include "floor_listener.hh"
+#include "floor_server.hh"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -44,8 +44,7 @@ constexpr std::size_t buffer_size = 16384;
 char buffer[buffer_size];
 
 class floor_server {
-    int _ep;
-    int _listener;
+    floor_util::listening _l;
     std::unordered_map<int, pending> _pending;
 
     void close_conn(int fd) {
@@ -53,62 +52,26 @@ class floor_server {
         ::close(fd);  // also removes it from the epoll set
     }
 
-    void accept_all() {
-        for (;;) {
-            int fd = ::accept4(_listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                    return;
-                }
-                if (errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) {
-                    std::fprintf(stderr, "epoll_echo_floor: accept: %s\n", std::strerror(errno));
-                    return;
-                }
-                die("accept4");
-            }
-            // Same as the posix stack does for accepted sockets: echo replies must not wait for
-            // Nagle.
-            int one = 1;
-            ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            epoll_event ev{};
-            ev.events = EPOLLIN;
-            ev.data.fd = fd;
-            if (::epoll_ctl(_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-                die("epoll_ctl(ADD)");
-            }
+    void set_events(int fd, std::uint32_t events) {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.fd = fd;
+        if (::epoll_ctl(_l.ep, EPOLL_CTL_MOD, fd, &ev) < 0) {
+            die("epoll_ctl(MOD)");
         }
     }
 
     // Write [p, p+n); keep what the socket did not take and switch the fd to EPOLLOUT.
-    // Returns false if the connection failed and was closed.
-    bool send_or_keep(int fd, const char* p, std::size_t n) {
-        while (n) {
-            ssize_t w = ::write(fd, p, n);
-            if (w < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    break;
-                }
-                close_conn(fd);
-                return false;
-            }
-            p += w;
-            n -= std::size_t(w);
-        }
-        if (n) {
+    void send_or_keep(int fd, const char* p, std::size_t n) {
+        ssize_t w = floor_util::write_ready(fd, p, n);
+        if (w < 0) {
+            close_conn(fd);
+        } else if (std::size_t(w) < n) {
             auto& pd = _pending[fd];
-            pd.data.assign(p, p + n);
+            pd.data.assign(p + w, p + n);
             pd.sent = 0;
-            epoll_event ev{};
-            ev.events = EPOLLOUT;
-            ev.data.fd = fd;
-            if (::epoll_ctl(_ep, EPOLL_CTL_MOD, fd, &ev) < 0) {
-                die("epoll_ctl(MOD)");
-            }
+            set_events(fd, EPOLLOUT);
         }
-        return true;
     }
 
     void on_readable(int fd) {
@@ -126,37 +89,26 @@ class floor_server {
             return;
         }
         auto& pd = it->second;
-        while (pd.sent < pd.data.size()) {
-            ssize_t w = ::write(fd, pd.data.data() + pd.sent, pd.data.size() - pd.sent);
-            if (w < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    return;
-                }
-                close_conn(fd);
-                return;
-            }
-            pd.sent += std::size_t(w);
+        ssize_t w = floor_util::write_ready(fd, pd.data.data() + pd.sent, pd.data.size() - pd.sent);
+        if (w < 0) {
+            close_conn(fd);
+            return;
         }
-        _pending.erase(it);
-        epoll_event ev{};
-        ev.events = EPOLLIN;
-        ev.data.fd = fd;
-        if (::epoll_ctl(_ep, EPOLL_CTL_MOD, fd, &ev) < 0) {
-            die("epoll_ctl(MOD)");
+        pd.sent += std::size_t(w);
+        if (pd.sent == pd.data.size()) {
+            _pending.erase(it);
+            set_events(fd, EPOLLIN);
         }
     }
 
 public:
-    floor_server(int ep, int listener) : _ep(ep), _listener(listener) {}
+    explicit floor_server(const floor_util::listening& l) : _l(l) {}
 
     void run() {
         constexpr int max_events = 256;
         epoll_event events[max_events];
         while (!stop_requested) {
-            int n = ::epoll_wait(_ep, events, max_events, -1);
+            int n = ::epoll_wait(_l.ep, events, max_events, -1);
             if (n < 0) {
                 if (errno == EINTR) {
                     continue;
@@ -165,8 +117,8 @@ public:
             }
             for (int i = 0; i < n; ++i) {
                 int fd = events[i].data.fd;
-                if (fd == _listener) {
-                    accept_all();
+                if (fd == _l.listener) {
+                    floor_util::accept_ready("epoll_echo_floor", _l, [](int) {});
                 } else if (events[i].events & EPOLLOUT) {
                     on_writable(fd);
                 } else {
@@ -197,7 +149,7 @@ int main(int argc, char** argv) {
     }
     floor_util::handle_signals();
     auto l = floor_util::listen_or_exit(prog, address, port);
-    floor_server(l.ep, l.listener).run();
+    floor_server(l).run();
     ::close(l.ep);
     ::close(l.listener);
     return 0;

@@ -1,11 +1,14 @@
 // What the hand-written floor servers (epoll_echo_floor, memcached_floor) share: SIGINT/SIGTERM
-// ending their loop, and a listening TCP socket in a new epoll set. Plain C++, no Reef code.
+// ending their loop, a listening TCP socket in a new epoll set, accepting connections into it and
+// writing what a non-blocking socket takes. Plain C++, no Reef code.
 #pragma once
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <csignal>
@@ -89,6 +92,56 @@ inline listening listen_or_exit(const char* prog, const std::string& address, in
     std::printf("ready %s:%u\n", address.c_str(), bound);
     std::fflush(stdout);
     return {listener, ep, bound};
+}
+
+/// Accept every pending connection on `l.listener`: non-blocking, TCP_NODELAY (as memcached and
+/// Reef's posix stack: replies do not wait for Nagle), added to `l.ep` for EPOLLIN (data.fd = fd),
+/// then handed to on_accept(fd). Transient failures (EMFILE, ECONNABORTED) are reported and the
+/// rest left for the next readiness; others end the process.
+template <typename OnAccept>
+void accept_ready(const char* prog, const listening& l, OnAccept&& on_accept) {
+    for (;;) {
+        int fd = ::accept4(l.listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+                return;
+            }
+            if (errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) {
+                std::fprintf(stderr, "%s: accept: %s\n", prog, std::strerror(errno));
+                return;
+            }
+            die(prog, "accept4");
+        }
+        int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.fd = fd;
+        if (::epoll_ctl(l.ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            die(prog, "epoll_ctl(ADD)");
+        }
+        on_accept(fd);
+    }
+}
+
+/// Write as much of [p, p + n) as the non-blocking socket takes now: the bytes written (n when
+/// all), or -1 when the connection failed (the caller closes it).
+inline ssize_t write_ready(int fd, const char* p, std::size_t n) {
+    std::size_t done = 0;
+    while (done < n) {
+        ssize_t w = ::write(fd, p + done, n - done);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            return -1;
+        }
+        done += std::size_t(w);
+    }
+    return ssize_t(done);
 }
 
 }  // namespace floor_util

@@ -11,7 +11,7 @@
 //
 // Usage: memcached_floor [--address A] [--port P] [--busy-poll]   (default 127.0.0.1:11311)
 // Prints "ready <address>:<port>" on stdout once listening. Stops on SIGINT/SIGTERM.
-#include "floor_listener.hh"
+#include "floor_server.hh"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -51,8 +51,7 @@ struct connection {
 };
 
 class floor_server {
-    int _ep;
-    int _listener;
+    floor_util::listening _l;
     std::unordered_map<int, connection> _conns;
     std::unordered_map<std::string, item> _items;
     std::string _reply;
@@ -66,33 +65,8 @@ class floor_server {
         epoll_event ev{};
         ev.events = events;
         ev.data.fd = fd;
-        if (::epoll_ctl(_ep, EPOLL_CTL_MOD, fd, &ev) < 0) {
+        if (::epoll_ctl(_l.ep, EPOLL_CTL_MOD, fd, &ev) < 0) {
             die("epoll_ctl(MOD)");
-        }
-    }
-
-    void accept_all() {
-        for (;;) {
-            int fd = ::accept4(_listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-                    return;
-                }
-                if (errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) {
-                    std::fprintf(stderr, "memcached_floor: accept: %s\n", std::strerror(errno));
-                    return;
-                }
-                die("accept4");
-            }
-            int one = 1;  // as memcached and Reef's posix stack: replies do not wait for Nagle
-            ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            epoll_event ev{};
-            ev.events = EPOLLIN;
-            ev.data.fd = fd;
-            if (::epoll_ctl(_ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-                die("epoll_ctl(ADD)");
-            }
-            _conns.emplace(fd, connection{});
         }
     }
 
@@ -170,23 +144,13 @@ class floor_server {
     // Write [p, p+n); what the socket did not take goes to c.out. False: the connection failed and
     // was closed.
     bool send_or_keep(int fd, connection& c, const char* p, std::size_t n) {
-        while (n) {
-            ssize_t w = ::write(fd, p, n);
-            if (w < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    break;
-                }
-                close_conn(fd);
-                return false;
-            }
-            p += w;
-            n -= std::size_t(w);
+        ssize_t w = floor_util::write_ready(fd, p, n);
+        if (w < 0) {
+            close_conn(fd);
+            return false;
         }
-        if (n) {
-            c.out.assign(p, n);
+        if (std::size_t(w) < n) {
+            c.out.assign(p + w, n - std::size_t(w));
         }
         return true;
     }
@@ -227,13 +191,13 @@ class floor_server {
     }
 
 public:
-    floor_server(int ep, int listener) : _ep(ep), _listener(listener) {}
+    explicit floor_server(const floor_util::listening& l) : _l(l) {}
 
     void run(bool busy_poll) {
         constexpr int max_events = 256;
         epoll_event events[max_events];
         while (!stop_requested) {
-            int n = ::epoll_wait(_ep, events, max_events, busy_poll ? 0 : -1);
+            int n = ::epoll_wait(_l.ep, events, max_events, busy_poll ? 0 : -1);
             if (n < 0) {
                 if (errno == EINTR) {
                     continue;
@@ -242,8 +206,8 @@ public:
             }
             for (int i = 0; i < n; ++i) {
                 int fd = events[i].data.fd;
-                if (fd == _listener) {
-                    accept_all();
+                if (fd == _l.listener) {
+                    floor_util::accept_ready("memcached_floor", _l, [this](int c) { _conns.emplace(c, connection{}); });
                     continue;
                 }
                 auto it = _conns.find(fd);
@@ -285,7 +249,7 @@ int main(int argc, char** argv) {
     }
     floor_util::handle_signals();
     auto l = floor_util::listen_or_exit(prog, address, port);
-    floor_server(l.ep, l.listener).run(busy_poll);
+    floor_server(l).run(busy_poll);
     ::close(l.ep);
     ::close(l.listener);
     return 0;

@@ -27,8 +27,8 @@
 #           reef-loadgen --generator sink checks; same request size as bulk, pipeline
 #           TCP_BENCH_SINK_PIPELINE (16): iperf streams without waiting for answers, and with 8
 #           requests (512 KiB) outstanding one connection is bound by the answers' round trip
-#           (2026-11-27, same binaries alternating: native sink1 17.3-17.6 Gbit/s at 8, 28.2-28.6 at 16
-#           in the runs the machine was quiet)
+#           (2026-11-27, same binaries, alternating 1-round runs: native sink1 17.60, 17.28, 13.92,
+#           15.40 Gbit/s at 8; 28.21, 28.63, 15.92 at 16, the last while posix fell to 15.55 too)
 #   sink8   the same over 8 connections
 # Throughput is the payload rate one way (answered request bytes / s, in Gbit/s). In bulk the echo
 # moves the same bytes back, so the wire carries them both ways and the server both receives and
